@@ -1,0 +1,35 @@
+# One command to set up and run the test suite (`make test`), one to see it work (`make demo`).
+# Everything lands in .venv; the install is redone only when pyproject.toml changes.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint demo clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 is named beside the project so pip keeps the CPU build found on this machine's disk
+# (a bare `torch` would download a multi-GB CUDA build). open-clip-torch (needed only for its CLIP
+# vocabulary file) drags in a torchvision from PyPI that cannot load beside that CPU torch and breaks
+# diffusers' imports, so it is removed again. GPU machines install their own torch: see README.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[models,test]' 'torch==2.13.0'
+	$(PY) -m pip uninstall --quiet --yes torchvision
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+demo: setup
+	$(VENV)/bin/ourvidz demo
+
+clean:
+	rm -rf $(VENV) .ourvidz .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Deployments, work pools, queues, concurrency limits and automations as idempotent code."""

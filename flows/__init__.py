@@ -1,0 +1,1 @@
+"""Prefect flows (generation, enhancement, maintenance): they compose tasks, no business logic."""

@@ -1,0 +1,1 @@
+"""One flow run per generation job: validate -> enhance -> generate -> store -> callback."""

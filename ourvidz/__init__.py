@@ -1,0 +1,1 @@
+"""The OurVidz generation backend core library."""

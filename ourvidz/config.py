@@ -1,0 +1,129 @@
+"""All settings of OurVidz, read from `OURVIDZ_*` environment variables (or a `.env` file).
+
+This class is the one place a setting is defined; the README's configuration table mirrors it.
+On the embedded default, secrets that are not set are generated once into `<data dir>/secrets/`
+(mode 0600) and reused by every later process; with `OURVIDZ_ENVIRONMENT=production` a missing
+secret stops start-up instead, so a deployment can never run on a secret nobody chose.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_FIELDS = ("jwt_secret", "callback_secret")
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; every field is an `OURVIDZ_<FIELD>` environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="OURVIDZ_", env_file=".env", extra="ignore")
+
+    environment: Literal["embedded", "production"] = Field(
+        "embedded",
+        description="`embedded` generates missing secrets into the data dir; `production` refuses to start "
+        "without them.",
+    )
+    data_dir: Path = Field(
+        Path(".ourvidz"),
+        description="Folder for the embedded database, storage, generated secrets and tiny models.",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the job database. Default: SQLite file `<data dir>/ourvidz.db`. "
+        "`postgresql://...` is read as `postgresql+psycopg://...` (psycopg 3).",
+    )
+    storage_url: str = Field(
+        "",
+        description="fsspec URL under which buckets live (`file://...`, `s3://bucket/prefix`, "
+        "`memory://...`). Default: `file://<data dir>/storage`.",
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL (`redis://host:6379/0`); optional on one machine, needed to scale out."
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 secret that signs user tokens (the Supabase project's JWT secret)."
+    )
+    jwt_audience: str = Field("authenticated", description="Required `aud` claim of user tokens.")
+    callback_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 secret that workers outside Prefect sign job callbacks with."
+    )
+    model_profile: Literal["tiny", "production"] = Field(
+        "tiny",
+        description="`tiny`: small random-weight pipelines built locally (CPU, tests, demo); "
+        "`production`: real weights from `sdxl_model` / `wan_model`.",
+    )
+    models_dir: Path | None = Field(
+        None, description="Where built tiny models are kept. Default: `<data dir>/models`."
+    )
+    sdxl_model: str = Field(
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        description="SDXL weights for the production profile: a Hugging Face repo id, a diffusers folder "
+        "or a single `.safetensors` file.",
+    )
+    wan_model: str = Field(
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        description="Wan2.1 T2V 1.3B weights for the production profile: a repo id or a diffusers folder.",
+    )
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'ourvidz.db'}"
+        self.database_url = normalize_database_url(self.database_url)
+        if not self.storage_url:
+            self.storage_url = f"file://{self.data_dir / 'storage'}"
+        if self.models_dir is None:
+            self.models_dir = self.data_dir / "models"
+        missing = [name for name in SECRET_FIELDS if getattr(self, name) is None]
+        if missing and self.environment == "production":
+            names = ", ".join(f"OURVIDZ_{name.upper()}" for name in missing)
+            raise ValueError(f"production environment needs these secrets set: {names}")
+        for name in missing:
+            setattr(self, name, SecretStr(_read_or_create_secret(self.data_dir / "secrets" / name)))
+        return self
+
+
+def normalize_database_url(url: str) -> str:
+    """Point bare PostgreSQL URLs at psycopg 3, the only PostgreSQL driver we install."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _read_or_create_secret(path: Path) -> str:
+    """Return the secret stored at `path`, creating it (mode 0600) on first use.
+
+    The new secret is written to a private temporary file and hard-linked into place, so processes
+    starting together agree on one secret and none ever reads a half-written file.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race; use its secret
+        finally:
+            tmp.unlink()
+    value = path.read_text().strip()
+    if not value:
+        raise ValueError(f"secret file {path} is empty; delete it to generate a new one")
+    return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

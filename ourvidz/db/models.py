@@ -1,0 +1,371 @@
+"""The job database: typed SQLAlchemy 2 models, identical on SQLite and PostgreSQL.
+
+The database is the source of truth for jobs; Prefect holds orchestration state and a job links to its
+flow run by id. Enumerations are stored as checked strings so both databases enforce them the same way.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from ourvidz.auth import Role
+from ourvidz.db.types import JSONType, UTCDateTime, utcnow
+from ourvidz.job_status import JobStatus, check_transition
+from ourvidz.policy import ContentTier
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _enum(cls: type[StrEnum], name: str) -> Enum:
+    return Enum(
+        cls, name=name, native_enum=False, create_constraint=True, length=32,
+        values_callable=lambda members: [member.value for member in members],
+    )  # fmt: skip
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+    }
+
+
+def _pk() -> Mapped[uuid.UUID]:
+    return mapped_column(primary_key=True, default=uuid.uuid4)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(default=utcnow)
+
+
+def _updated() -> Mapped[datetime]:
+    return mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def _user_fk() -> Mapped[uuid.UUID]:
+    return mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"), index=True)
+
+
+class Profile(Base):
+    """A user. `content_tier_allowed` is the highest tier they may use, and only once age-verified."""
+
+    __tablename__ = "profiles"
+
+    id: Mapped[uuid.UUID] = _pk()
+    username: Mapped[str | None] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    content_tier_allowed: Mapped[ContentTier] = mapped_column(
+        _enum(ContentTier, "content_tier"), default=ContentTier.ARTISTIC
+    )
+    age_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+    roles: Mapped[list[UserRole]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+    __table_args__ = (UniqueConstraint("user_id", "role", name="uq_user_roles_user_id_role"),)
+
+    id: Mapped[uuid.UUID] = _pk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    role: Mapped[Role] = mapped_column(_enum(Role, "user_role"))
+    created_at: Mapped[datetime] = _created()
+
+    user: Mapped[Profile] = relationship(back_populates="roles")
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[uuid.UUID] = _pk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    title: Mapped[str | None] = mapped_column(String(200))
+    original_prompt: Mapped[str | None] = mapped_column(Text)
+    enhanced_prompt: Mapped[str | None] = mapped_column(Text)
+    media_type: Mapped[str] = mapped_column(String(16), default="image")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Job(Base):
+    """The spec's JobRecord: one generation request and its life cycle."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key", name="uq_jobs_user_id_idempotency_key"),
+        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        CheckConstraint("progress >= 0 AND progress <= 100", name="progress_range"),
+        Index("ix_jobs_user_id_created_at", "user_id", "created_at"),
+        Index("ix_jobs_status_queue", "status", "queue"),
+    )
+
+    id: Mapped[uuid.UUID] = _pk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    job_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), default=JobStatus.QUEUED)
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    # `metadata` is reserved on declarative classes; the column keeps the spec's name.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = _created()
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    project_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    image_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("images.id", ondelete="SET NULL", use_alter=True)
+    )
+    video_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("videos.id", ondelete="SET NULL", use_alter=True)
+    )
+    format: Mapped[str | None] = mapped_column(String(16))
+    quality: Mapped[str | None] = mapped_column(String(16))
+    model_type: Mapped[str | None] = mapped_column(String(64))
+    original_prompt: Mapped[str | None] = mapped_column(Text)
+    enhanced_prompt: Mapped[str | None] = mapped_column(Text)
+    enhancement_strategy: Mapped[str | None] = mapped_column(String(64))
+    template_name: Mapped[str | None] = mapped_column(String(128))
+    queue: Mapped[str | None] = mapped_column(String(32))
+    flow_run_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+
+    def transition_to(self, target: JobStatus | str, *, error: str | None = None) -> None:
+        """Move to `target` if the life cycle allows it (else `IllegalTransition`), stamping times."""
+        new = check_transition(self.status, target)
+        now = utcnow()
+        if new is JobStatus.PROCESSING:
+            self.attempts += 1
+            self.started_at = now
+        elif new is JobStatus.QUEUED:
+            self.started_at = None
+            self.progress = 0
+        else:
+            self.completed_at = now
+            if new is JobStatus.COMPLETED:
+                self.progress = 100
+        if error is not None:
+            self.error_message = error
+        self.status = new
+
+
+class Image(Base):
+    """One generated image file (a job with 3 or 6 SDXL images has 3 or 6 rows, by `image_index`)."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("job_id", "image_index", name="uq_images_job_id_image_index"),)
+
+    id: Mapped[uuid.UUID] = _pk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    project_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    image_index: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    prompt: Mapped[str | None] = mapped_column(Text)
+    enhanced_prompt: Mapped[str | None] = mapped_column(Text)
+    bucket: Mapped[str | None] = mapped_column(String(64))
+    storage_key: Mapped[str | None] = mapped_column(String(512))
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    format: Mapped[str | None] = mapped_column(String(16))
+    quality: Mapped[str | None] = mapped_column(String(16))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Video(Base):
+    __tablename__ = "videos"
+
+    id: Mapped[uuid.UUID] = _pk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    project_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    prompt: Mapped[str | None] = mapped_column(Text)
+    enhanced_prompt: Mapped[str | None] = mapped_column(Text)
+    bucket: Mapped[str | None] = mapped_column(String(64))
+    storage_key: Mapped[str | None] = mapped_column(String(512))
+    thumbnail_key: Mapped[str | None] = mapped_column(String(512))
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    frames: Mapped[int | None]
+    fps: Mapped[int | None]
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    format: Mapped[str | None] = mapped_column(String(16))
+    quality: Mapped[str | None] = mapped_column(String(16))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class SystemConfig(Base):
+    """Operator-editable settings by key (worker URLs and their registration info, among others)."""
+
+    __tablename__ = "system_config"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = _updated()
+
+
+class PromptTemplate(Base):
+    """A system prompt for enhancement or chat, per model family, quality and content tier."""
+
+    __tablename__ = "prompt_templates"
+
+    id: Mapped[uuid.UUID] = _pk()
+    template_name: Mapped[str] = mapped_column(String(128), unique=True)
+    use_case: Mapped[str] = mapped_column(String(32), default="enhancement")
+    model_family: Mapped[str] = mapped_column(String(16))
+    quality: Mapped[str | None] = mapped_column(String(16))
+    content_tier: Mapped[ContentTier] = mapped_column(
+        _enum(ContentTier, "content_tier"), default=ContentTier.ARTISTIC
+    )
+    system_prompt: Mapped[str] = mapped_column(Text)
+    token_limit: Mapped[int | None]
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class NegativePrompt(Base):
+    __tablename__ = "negative_prompts"
+
+    id: Mapped[uuid.UUID] = _pk()
+    model_family: Mapped[str] = mapped_column(String(16))
+    content_tier: Mapped[ContentTier] = mapped_column(
+        _enum(ContentTier, "content_tier"), default=ContentTier.ARTISTIC
+    )
+    negative_prompt: Mapped[str] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+
+    id: Mapped[uuid.UUID] = _pk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    project_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    title: Mapped[str | None] = mapped_column(String(200))
+    content_tier: Mapped[ContentTier] = mapped_column(
+        _enum(ContentTier, "content_tier"), default=ContentTier.ARTISTIC
+    )
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="conversation", cascade="all, delete-orphan", order_by="Message.created_at"
+    )
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (CheckConstraint("sender IN ('user', 'assistant', 'system')", name="sender"),)
+
+    id: Mapped[uuid.UUID] = _pk()
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    sender: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = _created()
+
+    conversation: Mapped[Conversation] = relationship(back_populates="messages")
+
+
+class UsageLog(Base):
+    """Credits consumed: one row per charged job."""
+
+    __tablename__ = "usage_logs"
+
+    id: Mapped[uuid.UUID] = _pk()
+    user_id: Mapped[uuid.UUID] = _user_fk()
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    format: Mapped[str | None] = mapped_column(String(16))
+    quality: Mapped[str | None] = mapped_column(String(16))
+    credits_consumed: Mapped[float] = mapped_column(Float, default=0)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = _created()
+
+
+class WebhookDelivery(Base):
+    """One delivery attempt of an outgoing webhook; `webhook_id` is the same across retries."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "attempt", name="uq_webhook_deliveries_webhook_id_attempt"),
+    )
+
+    id: Mapped[uuid.UUID] = _pk()
+    webhook_id: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status_code: Mapped[int | None]
+    response_body: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class WorkerHealth(Base):
+    """One health observation of a worker (GPU worker or chat worker)."""
+
+    __tablename__ = "worker_health"
+    __table_args__ = (Index("ix_worker_health_worker_type_checked_at", "worker_type", "checked_at"),)
+
+    id: Mapped[uuid.UUID] = _pk()
+    worker_type: Mapped[str] = mapped_column(String(16))
+    worker_name: Mapped[str | None] = mapped_column(String(200))
+    url: Mapped[str | None] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(16))
+    response_time_ms: Mapped[float | None] = mapped_column(Float)
+    load: Mapped[float | None] = mapped_column(Float)
+    active_jobs: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime] = _created()

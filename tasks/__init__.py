@@ -1,0 +1,1 @@
+"""Thin Prefect tasks (retries, timeouts, concurrency), each calling one core function of `ourvidz`."""

@@ -1,0 +1,79 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, isolated settings per test.
+
+PostgreSQL is required: if it cannot be reached the run fails instead of skipping. Each PostgreSQL test
+gets a schema of its own (via `search_path`), so parallel runs on one server never see each other.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from ourvidz.db import migrate
+from ourvidz.db.session import make_engine, make_session_factory
+
+POSTGRES_URL = os.environ.get(
+    "OURVIDZ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's OURVIDZ_* variables or writes into the checkout."""
+    for name in list(os.environ):
+        if name.startswith("OURVIDZ_") and name != "OURVIDZ_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("OURVIDZ_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[sa.Engine]:
+    engine = make_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required by the test suite and is unreachable: {exc}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: sa.Engine) -> Iterator[str]:
+    """A URL whose connections live in a fresh, private schema, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with postgres_admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with postgres_admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.fixture(params=["sqlite_url", "postgres_url"], ids=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Run the test once on SQLite and once on PostgreSQL."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    migrate.upgrade(database_url)
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: sa.Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)

@@ -1,0 +1,94 @@
+"""The installed `ourvidz` command, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ourvidz.auth import decode_token
+from ourvidz.config import Settings
+from ourvidz.db.session import make_engine
+
+COMMANDS = ["up", "demo", "api", "worker", "bootstrap", "token", "db"]
+NOT_YET = {"up": 4, "demo": 4, "api": 5, "worker": 4, "bootstrap": 4}
+OURVIDZ = shutil.which("ourvidz", path=str(Path(sys.executable).parent)) or "ourvidz"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [OURVIDZ, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}
+    )
+
+
+def test_help_lists_every_command() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert f" {command} " in result.stdout
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, "db upgrade", "db downgrade", "db current"])
+def test_each_command_has_help(command: str) -> None:
+    result = run(*command.split(), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage: ourvidz" in result.stdout
+
+
+@pytest.mark.parametrize(("command", "issue"), sorted(NOT_YET.items()))
+def test_later_commands_say_so_and_fail(command: str, issue: int) -> None:
+    result = run(command)
+    assert result.returncode == 2
+    assert f"issue #{issue}" in result.stderr and result.stdout == ""
+
+
+def test_db_upgrade_creates_the_schema(database_url: str) -> None:
+    result = run("db", "upgrade", env={"OURVIDZ_DATABASE_URL": database_url})
+    assert result.returncode == 0, result.stderr
+    assert "database at revision 0001" in result.stdout
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert "jobs" in sa.inspect(conn).get_table_names()
+    engine.dispose()
+    current = run("db", "current", env={"OURVIDZ_DATABASE_URL": database_url})
+    assert "current: 0001  head: 0001" in current.stdout
+    down = run("db", "downgrade", "base", env={"OURVIDZ_DATABASE_URL": database_url})
+    assert down.returncode == 0 and "database at revision None" in down.stdout
+
+
+def test_db_upgrade_on_the_embedded_default_creates_the_sqlite_file() -> None:
+    result = run("db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert (Settings().data_dir / "ourvidz.db").is_file()
+
+
+def test_token_is_signed_with_the_configured_secret() -> None:
+    user_id = uuid.uuid4()
+    admin = run("token", "--user", str(user_id), "--admin")
+    assert admin.returncode == 0, admin.stderr
+    settings = Settings()  # reads the secret the command generated
+    assert settings.jwt_secret is not None
+    principal = decode_token(settings.jwt_secret.get_secret_value(), "authenticated", admin.stdout.strip())
+    assert principal.user_id == user_id and principal.is_admin
+    plain = run("token", "--user", str(user_id))
+    assert not decode_token(
+        settings.jwt_secret.get_secret_value(), "authenticated", plain.stdout.strip()
+    ).is_admin
+
+
+def test_token_rejects_a_non_uuid_user() -> None:
+    result = run("token", "--user", "alice")
+    assert result.returncode == 1 and "--user must be a UUID" in result.stderr
+
+
+def test_production_without_secrets_stops_with_a_clear_error() -> None:
+    result = run("token", "--user", str(uuid.uuid4()), env={"OURVIDZ_ENVIRONMENT": "production"})
+    assert result.returncode == 1
+    assert "configuration error" in result.stderr and "OURVIDZ_JWT_SECRET" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,131 @@
+"""Settings come from OURVIDZ_* variables; secrets are generated once on the embedded default only."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from ourvidz.config import Settings
+
+
+def test_defaults_live_under_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OURVIDZ_DATA_DIR", str(tmp_path / "data"))
+    settings = Settings()
+    data = (tmp_path / "data").resolve()
+    assert settings.environment == "embedded"
+    assert settings.data_dir == data
+    assert settings.database_url == f"sqlite:///{data / 'ourvidz.db'}"
+    assert settings.storage_url == f"file://{data / 'storage'}"
+    assert settings.models_dir == data / "models"
+    assert settings.redis_url is None
+    assert settings.model_profile == "tiny"
+    assert settings.jwt_audience == "authenticated"
+
+
+def test_relative_data_dir_defaults_to_dot_ourvidz(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("OURVIDZ_DATA_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert Settings().data_dir == (tmp_path / ".ourvidz").resolve()
+
+
+def test_every_setting_reads_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env = {
+        "OURVIDZ_ENVIRONMENT": "production",
+        "OURVIDZ_DATABASE_URL": "postgresql://u@db.internal:5432/ourvidz",
+        "OURVIDZ_STORAGE_URL": "memory://assets",
+        "OURVIDZ_REDIS_URL": "redis://cache:6379/2",
+        "OURVIDZ_JWT_SECRET": "jwt-from-env",
+        "OURVIDZ_JWT_AUDIENCE": "ourvidz-app",
+        "OURVIDZ_CALLBACK_SECRET": "callback-from-env",
+        "OURVIDZ_MODEL_PROFILE": "production",
+        "OURVIDZ_MODELS_DIR": str(tmp_path / "weights"),
+        "OURVIDZ_SDXL_MODEL": "/models/sdxl.safetensors",
+        "OURVIDZ_WAN_MODEL": "/models/wan",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.environment == "production"
+    assert settings.database_url == "postgresql+psycopg://u@db.internal:5432/ourvidz"
+    assert settings.storage_url == "memory://assets"
+    assert settings.redis_url == "redis://cache:6379/2"
+    assert settings.jwt_secret is not None and settings.jwt_secret.get_secret_value() == "jwt-from-env"
+    assert settings.callback_secret is not None
+    assert settings.callback_secret.get_secret_value() == "callback-from-env"
+    assert settings.jwt_audience == "ourvidz-app"
+    assert settings.model_profile == "production"
+    assert settings.models_dir == tmp_path / "weights"
+    assert (settings.sdxl_model, settings.wan_model) == ("/models/sdxl.safetensors", "/models/wan")
+    assert not (settings.data_dir / "secrets").exists()
+    assert "jwt-from-env" not in repr(settings)
+
+
+@pytest.mark.parametrize("url", ["postgres://u@h/db", "postgresql://u@h/db", "postgresql+psycopg://u@h/db"])
+def test_postgres_urls_use_psycopg3(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("OURVIDZ_DATABASE_URL", url)
+    assert Settings().database_url == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("OURVIDZ_MODEL_PROFILE", "huge"), ("OURVIDZ_ENVIRONMENT", "dev")]
+)
+def test_invalid_choices_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_embedded_secrets_are_generated_private_and_reused() -> None:
+    first = Settings()
+    secrets_dir = first.data_dir / "secrets"
+    assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+    for name in ("jwt_secret", "callback_secret"):
+        assert stat.S_IMODE((secrets_dir / name).stat().st_mode) == 0o600
+    assert first.jwt_secret is not None and first.callback_secret is not None
+    assert len(first.jwt_secret.get_secret_value()) >= 32
+    assert first.jwt_secret.get_secret_value() != first.callback_secret.get_secret_value()
+    second = Settings()
+    assert second.jwt_secret == first.jwt_secret and second.callback_secret == first.callback_secret
+    assert sorted(p.name for p in secrets_dir.iterdir()) == ["callback_secret", "jwt_secret"]
+
+
+def test_a_set_secret_wins_over_the_generated_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    generated = Settings().jwt_secret
+    monkeypatch.setenv("OURVIDZ_JWT_SECRET", "chosen")
+    settings = Settings()
+    assert settings.jwt_secret is not None and settings.jwt_secret.get_secret_value() == "chosen"
+    assert settings.jwt_secret != generated
+
+
+def test_processes_starting_together_agree_on_one_secret() -> None:
+    code = "from ourvidz.config import Settings; print(Settings().jwt_secret.get_secret_value())"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(6)
+    ]
+    outputs = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert all(proc.returncode == 0 for proc in procs)
+    assert len(outputs) == 1 and outputs != {""}
+
+
+def test_production_refuses_to_start_without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OURVIDZ_ENVIRONMENT", "production")
+    monkeypatch.setenv("OURVIDZ_JWT_SECRET", "set")
+    with pytest.raises(ValidationError, match="needs these secrets set: OURVIDZ_CALLBACK_SECRET"):
+        Settings()
+    monkeypatch.delenv("OURVIDZ_JWT_SECRET")
+    with pytest.raises(ValidationError, match="OURVIDZ_JWT_SECRET, OURVIDZ_CALLBACK_SECRET"):
+        Settings()
+
+
+def test_empty_secret_file_is_an_error_not_an_empty_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets_dir = Settings().data_dir / "secrets"
+    (secrets_dir / "jwt_secret").write_text("\n")
+    with pytest.raises(ValidationError, match="is empty"):
+        Settings()
