@@ -71,6 +71,20 @@ class Settings(BaseSettings):
         "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
         description="Wan2.1 T2V 1.3B weights for the production profile: a repo id or a diffusers folder.",
     )
+    device: str = Field(
+        "auto",
+        description="Torch device of this worker's generation runtime: `auto` (CUDA if present), "
+        "`cpu`, `cuda`, `cuda:1`, ...",
+    )
+    batch_window_ms: float = Field(
+        50.0, ge=0, description="How long the device executor waits for compatible SDXL requests to batch."
+    )
+    max_batch_images: int = Field(
+        8, ge=1, description="Most images in one batched SDXL call; 1 turns micro-batching off."
+    )
+    torch_compile: bool = Field(
+        False, description="Compile the UNet / transformer with torch.compile and warm up at worker start."
+    )
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:

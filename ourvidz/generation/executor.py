@@ -1,0 +1,154 @@
+"""The device executor: the one thread that drives a device, with micro-batching of SDXL requests.
+
+Flow runs in a worker submit requests from many threads; the executor runs one pipeline call at a time
+so the device is never oversubscribed. An SDXL request waits up to `batch_window` seconds for
+compatible requests (same size, steps, guidance), which then share one batched call; the images are
+split back per request, each with its own seeds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ourvidz.generation.models import PipelineCache
+from ourvidz.generation.pipelines import Cancelled, Control, Encoder, run_pipeline
+from ourvidz.generation.request import GenerationRequest
+
+
+@dataclass(slots=True)
+class _Item:
+    future: Future[Any]
+    request: GenerationRequest | None = None
+    control: Control = field(default_factory=Control)
+    call: Callable[[PipelineCache], Any] | None = None
+
+
+class ExecutorClosed(RuntimeError):
+    """The executor was shut down before the request ran."""
+
+
+class DeviceExecutor:
+    def __init__(
+        self,
+        pipelines: PipelineCache,
+        *,
+        batch_window: float = 0.05,
+        max_batch_images: int = 8,
+        encoders: Mapping[str, Encoder] | None = None,
+    ) -> None:
+        self.pipelines = pipelines
+        self.batch_window = batch_window
+        self.max_batch_images = max_batch_images
+        self.encoders = dict(encoders or {})
+        self.batch_sizes: list[int] = []  # requests per pipeline call, in call order
+        self._pending: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="ourvidz-device", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest, control: Control | None = None) -> Future[np.ndarray]:
+        """Queue a request; the future gives its frames (images, frames, H, W, 3) or raises."""
+        return self._enqueue(_Item(Future(), request=request, control=control or Control()))
+
+    def run(self, call: Callable[[PipelineCache], Any]) -> Future[Any]:
+        """Run `call(pipelines)` on the device thread, in turn with generation (loads, warm-ups)."""
+        return self._enqueue(_Item(Future(), call=call))
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._cond:
+            self._closed = True
+            abandoned = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for item in abandoned:
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(ExecutorClosed("generation executor shut down"))
+        if wait:
+            self._thread.join()
+
+    def _enqueue(self, item: _Item) -> Future[Any]:
+        with self._cond:
+            if self._closed:
+                raise ExecutorClosed("generation executor is shut down")
+            self._pending.append(item)
+            self._cond.notify_all()
+        return item.future
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = [self._pending.popleft()]
+                key = batch[0].request.batch_key if batch[0].request else None
+                if key is not None and self.max_batch_images > 1:
+                    self._gather(batch, key)
+            self._execute(batch)
+
+    def _gather(self, batch: list[_Item], key: tuple[object, ...]) -> None:
+        """Add compatible pending requests to `batch` until it is full or the window has passed."""
+        deadline = time.monotonic() + self.batch_window
+        while True:
+            images = sum(item.request.num_images for item in batch if item.request)
+            for item in list(self._pending):
+                request = item.request
+                if (
+                    request
+                    and request.batch_key == key
+                    and images + request.num_images <= self.max_batch_images
+                ):
+                    self._pending.remove(item)
+                    batch.append(item)
+                    images += request.num_images
+            remaining = deadline - time.monotonic()
+            if images >= self.max_batch_images or remaining <= 0 or self._closed:
+                return
+            self._cond.wait(remaining)
+
+    def _execute(self, batch: list[_Item]) -> None:
+        live = []
+        for item in batch:
+            if not item.future.set_running_or_notify_cancel():
+                continue  # the caller cancelled the future itself
+            if item.control.cancelled:
+                item.future.set_exception(Cancelled("cancelled before it started"))
+                continue
+            live.append(item)
+        if not live:
+            return
+        if live[0].call is not None:
+            self._settle(live[0], live[0].call)
+            return
+        requests = [item.request for item in live if item.request]
+        family = requests[0].family
+        try:
+            pipeline = self.pipelines.get(family)
+            results = run_pipeline(pipeline, requests, [i.control for i in live], self.encoders.get(family))
+        except Exception as exc:
+            for item in live:
+                item.future.set_exception(exc)
+            return
+        finally:
+            self.batch_sizes.append(len(live))
+        for item, result in zip(live, results, strict=True):
+            if isinstance(result, Cancelled):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+    def _settle(self, item: _Item, call: Callable[[PipelineCache], Any]) -> None:
+        try:
+            item.future.set_result(call(self.pipelines))
+        except Exception as exc:
+            item.future.set_exception(exc)

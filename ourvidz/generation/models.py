@@ -1,0 +1,118 @@
+"""Loading pipelines once per process and keeping them warm.
+
+`PipelineCache` loads each (family, model, dtype, device) once and hands the same pipeline to every
+later job; `loads` counts real loads, for tests and metrics. Tiny and production weights go through
+the same `from_pretrained(..., local_files_only=True)` path whenever the source is a local folder.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKLWan,
+    DiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UniPCMultistepScheduler,
+    WanPipeline,
+)
+
+from ourvidz.config import Settings
+from ourvidz.generation.request import InvalidRequest
+from ourvidz.generation.tiny import WAN_FLOW_SHIFT, ensure_tiny, tiny_path
+
+FAMILIES = ("sdxl", "wan")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelKey:
+    family: str
+    source: str
+    dtype: str
+    device: str
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def dtype_for(family: str, device: torch.device) -> torch.dtype:
+    """Half precision on CUDA (fp16 for SDXL, bf16 for Wan as trained); fp32 on CPU."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.float16 if family == "sdxl" else torch.bfloat16
+
+
+class PipelineCache:
+    """Process-wide, thread-safe cache of loaded pipelines."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.loads: Counter[ModelKey] = Counter()
+        self._pipelines: dict[ModelKey, DiffusionPipeline] = {}
+        self._lock = threading.Lock()
+
+    def key(self, family: str) -> ModelKey:
+        if family not in FAMILIES:
+            raise InvalidRequest("family", f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+        return ModelKey(family, self.source(family), str(dtype_for(family, self.device)), str(self.device))
+
+    def source(self, family: str) -> str:
+        """Where `family`'s weights come from under the configured profile."""
+        if self.settings.model_profile == "tiny":
+            assert self.settings.models_dir is not None  # filled in by Settings
+            return str(tiny_path(self.settings.models_dir, family))
+        return self.settings.sdxl_model if family == "sdxl" else self.settings.wan_model
+
+    def get(self, family: str) -> DiffusionPipeline:
+        key = self.key(family)
+        with self._lock:
+            pipeline = self._pipelines.get(key)
+            if pipeline is None:
+                pipeline = self._load(key)
+                self._pipelines[key] = pipeline
+                self.loads[key] += 1
+            return pipeline
+
+    @property
+    def total_loads(self) -> int:
+        return sum(self.loads.values())
+
+    def _load(self, key: ModelKey) -> DiffusionPipeline:
+        dtype = getattr(torch, key.dtype.removeprefix("torch."))
+        if self.settings.model_profile == "tiny":
+            assert self.settings.models_dir is not None
+            ensure_tiny(self.settings.models_dir, key.family)
+        source = key.source
+        local = Path(source).exists()
+        if key.family == "sdxl":
+            if source.endswith(".safetensors"):
+                pipeline = StableDiffusionXLPipeline.from_single_file(source, torch_dtype=dtype)
+            else:
+                pipeline = StableDiffusionXLPipeline.from_pretrained(
+                    source, dtype=dtype, local_files_only=local
+                )
+        else:
+            # The Wan VAE stays in fp32: it is cheap next to the transformer and bf16 decoding bands.
+            vae = AutoencoderKLWan.from_pretrained(
+                source, subfolder="vae", dtype=torch.float32, local_files_only=local
+            )
+            pipeline = WanPipeline.from_pretrained(source, vae=vae, dtype=dtype, local_files_only=local)
+            pipeline.scheduler = UniPCMultistepScheduler.from_config(
+                pipeline.scheduler.config, flow_shift=WAN_FLOW_SHIFT
+            )
+            if self.device.type == "cuda":
+                pipeline.vae.enable_tiling()  # bounds decode memory; on CPU it only slows decoding down
+        pipeline.to(key.device)
+        pipeline.set_progress_bar_config(disable=True)
+        if self.settings.torch_compile:
+            denoiser = "unet" if key.family == "sdxl" else "transformer"
+            setattr(pipeline, denoiser, torch.compile(getattr(pipeline, denoiser)))
+        return pipeline
