@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +50,35 @@ def dtype_for(family: str, device: torch.device) -> torch.dtype:
     return torch.float16 if family == "sdxl" else torch.bfloat16
 
 
-class PipelineCache:
-    """Process-wide, thread-safe cache of loaded pipelines."""
+Loader = Callable[[ModelKey], DiffusionPipeline]
 
-    def __init__(self, settings: Settings) -> None:
+
+def load_pretrained(key: ModelKey) -> DiffusionPipeline:
+    """Weights from a diffusers folder or repo id, or (SDXL) a single `.safetensors` checkpoint."""
+    dtype = getattr(torch, key.dtype.removeprefix("torch."))
+    local = Path(key.source).exists()
+    if key.family == "sdxl":
+        if key.source.endswith(".safetensors"):
+            return StableDiffusionXLPipeline.from_single_file(key.source, torch_dtype=dtype)
+        return StableDiffusionXLPipeline.from_pretrained(key.source, dtype=dtype, local_files_only=local)
+    # The Wan VAE stays in fp32: it is cheap next to the transformer and bf16 decoding bands.
+    vae = AutoencoderKLWan.from_pretrained(
+        key.source, subfolder="vae", dtype=torch.float32, local_files_only=local
+    )
+    return WanPipeline.from_pretrained(key.source, vae=vae, dtype=dtype, local_files_only=local)
+
+
+class PipelineCache:
+    """Process-wide, thread-safe cache of loaded pipelines.
+
+    `loader` builds a pipeline for a key (default: `load_pretrained`); the cache then puts it on the
+    device and applies what every pipeline gets (Wan scheduler shift, VAE tiling on CUDA, compile).
+    """
+
+    def __init__(self, settings: Settings, loader: Loader | None = None) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
+        self.loader = loader or load_pretrained
         self.loads: Counter[ModelKey] = Counter()
         self._pipelines: dict[ModelKey, DiffusionPipeline] = {}
         self._lock = threading.Lock()
@@ -86,25 +110,11 @@ class PipelineCache:
         return sum(self.loads.values())
 
     def _load(self, key: ModelKey) -> DiffusionPipeline:
-        dtype = getattr(torch, key.dtype.removeprefix("torch."))
-        if self.settings.model_profile == "tiny":
+        if self.settings.model_profile == "tiny" and self.loader is load_pretrained:
             assert self.settings.models_dir is not None
             ensure_tiny(self.settings.models_dir, key.family)
-        source = key.source
-        local = Path(source).exists()
-        if key.family == "sdxl":
-            if source.endswith(".safetensors"):
-                pipeline = StableDiffusionXLPipeline.from_single_file(source, torch_dtype=dtype)
-            else:
-                pipeline = StableDiffusionXLPipeline.from_pretrained(
-                    source, dtype=dtype, local_files_only=local
-                )
-        else:
-            # The Wan VAE stays in fp32: it is cheap next to the transformer and bf16 decoding bands.
-            vae = AutoencoderKLWan.from_pretrained(
-                source, subfolder="vae", dtype=torch.float32, local_files_only=local
-            )
-            pipeline = WanPipeline.from_pretrained(source, vae=vae, dtype=dtype, local_files_only=local)
+        pipeline = self.loader(key)
+        if key.family == "wan":
             pipeline.scheduler = UniPCMultistepScheduler.from_config(
                 pipeline.scheduler.config, flow_shift=WAN_FLOW_SHIFT
             )

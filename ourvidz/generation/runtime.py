@@ -17,7 +17,7 @@ import numpy as np
 
 from ourvidz.config import Settings
 from ourvidz.generation.executor import DeviceExecutor
-from ourvidz.generation.models import FAMILIES, PipelineCache
+from ourvidz.generation.models import FAMILIES, Loader, PipelineCache
 from ourvidz.generation.outputs import Asset, store_outputs
 from ourvidz.generation.pipelines import Control, Encoder
 from ourvidz.generation.request import GenerationRequest, request_for_job
@@ -50,10 +50,11 @@ class GenerationRuntime:
         settings: Settings,
         storage: Storage | None = None,
         encoders: Mapping[str, Encoder] | None = None,
+        loader: Loader | None = None,
     ) -> None:
         self.settings = settings
         self.storage = storage or Storage(settings.storage_url)
-        self.pipelines = PipelineCache(settings)
+        self.pipelines = PipelineCache(settings, loader)
         self.executor = DeviceExecutor(
             self.pipelines,
             batch_window=settings.batch_window_ms / 1000,
