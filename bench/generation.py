@@ -25,10 +25,8 @@ from diffusers import (
     AutoencoderKL,
     AutoencoderKLWan,
     DiffusionPipeline,
-    EulerDiscreteScheduler,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
-    UniPCMultistepScheduler,
     WanPipeline,
     WanTransformer3DModel,
 )
@@ -39,7 +37,7 @@ from ourvidz.generation import GenerationRuntime, request_for_job
 from ourvidz.generation.models import ModelKey
 from ourvidz.generation.pipelines import Embeddings
 from ourvidz.generation.request import GenerationRequest
-from ourvidz.generation.tiny import WAN_FLOW_SHIFT
+from ourvidz.generation.tiny import sdxl_scheduler, wan_scheduler
 
 # Enhanced types run the same pipeline call as their plain twin; enhancement is benchmarked elsewhere.
 DEFAULT_TYPES = ["sdxl_image_fast", "sdxl_image_high", "image_fast", "image_high", "video_fast", "video_high"]
@@ -77,12 +75,8 @@ def build_full_size(key: ModelKey) -> DiffusionPipeline:
                 up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
                 sample_size=1024, scaling_factor=0.13025, force_upcast=True,
             )  # fmt: skip
-            scheduler = EulerDiscreteScheduler(
-                beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                timestep_spacing="leading",
-            )  # fmt: skip
             return StableDiffusionXLPipeline(
-                vae=cast(vae, dtype), unet=cast(unet, dtype), scheduler=scheduler,
+                vae=cast(vae, dtype), unet=cast(unet, dtype), scheduler=sdxl_scheduler(),
                 text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None,
             )  # fmt: skip
         transformer = WanTransformer3DModel(
@@ -90,13 +84,9 @@ def build_full_size(key: ModelKey) -> DiffusionPipeline:
             out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
             qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
         )  # fmt: skip
-        scheduler = UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
-            flow_shift=WAN_FLOW_SHIFT,
-        )  # fmt: skip
         return WanPipeline(
             tokenizer=None, text_encoder=None, transformer=cast(transformer, dtype),
-            vae=AutoencoderKLWan(), scheduler=scheduler,
+            vae=AutoencoderKLWan(), scheduler=wan_scheduler(),
         )  # fmt: skip
 
 

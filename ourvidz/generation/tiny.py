@@ -66,6 +66,22 @@ def ensure_tiny(models_dir: Path, family: str) -> Path:
     return target
 
 
+def sdxl_scheduler() -> EulerDiscreteScheduler:
+    """SDXL base's scheduler configuration."""
+    return EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        timestep_spacing="leading",
+    )  # fmt: skip
+
+
+def wan_scheduler() -> UniPCMultistepScheduler:
+    """Wan2.1's flow-matching UniPC scheduler."""
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+        flow_shift=WAN_FLOW_SHIFT,
+    )  # fmt: skip
+
+
 def _clip_config() -> CLIPTextConfig:
     return CLIPTextConfig(
         vocab_size=49408, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2,
@@ -91,10 +107,6 @@ def build_tiny_sdxl() -> StableDiffusionXLPipeline:
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         scaling_factor=0.13025, force_upcast=False,
     )  # fmt: skip
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-        timestep_spacing="leading",
-    )  # fmt: skip
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=CLIPTextModel(_clip_config()),
@@ -102,7 +114,7 @@ def build_tiny_sdxl() -> StableDiffusionXLPipeline:
         tokenizer=clip_tokenizer(),
         tokenizer_2=clip_tokenizer(pad_token="!"),
         unet=unet,
-        scheduler=scheduler,
+        scheduler=sdxl_scheduler(),
     )
 
 
@@ -122,10 +134,10 @@ def build_tiny_wan() -> WanPipeline:
     vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     )
-    scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
-        flow_shift=WAN_FLOW_SHIFT,
-    )  # fmt: skip
     return WanPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        transformer=transformer,
+        vae=vae,
+        scheduler=wan_scheduler(),
     )
