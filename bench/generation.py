@@ -33,10 +33,10 @@ from diffusers import (
 
 from ourvidz.catalog import JOB_TYPES
 from ourvidz.config import Settings
-from ourvidz.generation import GenerationRuntime, request_for_job
 from ourvidz.generation.models import ModelKey
 from ourvidz.generation.pipelines import Embeddings
-from ourvidz.generation.request import GenerationRequest
+from ourvidz.generation.request import GenerationRequest, request_for_job
+from ourvidz.generation.runtime import GenerationRuntime
 from ourvidz.generation.tiny import sdxl_scheduler, wan_scheduler
 
 # Enhanced types run the same pipeline call as their plain twin; enhancement is benchmarked elsewhere.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
 import uuid
 from datetime import timedelta
 from typing import Annotated, NoReturn
@@ -34,14 +37,58 @@ def _not_yet(what: str, issue: int) -> NoReturn:
 
 @app.command()
 def up() -> None:
-    """Run the whole stack on this machine: Prefect server, gateway, GPU worker, maintenance."""
-    _not_yet("up", 4)
+    """Run the stack on this machine: Prefect server (unless PREFECT_API_URL is set), GPU worker."""
+    from ourvidz.stack import StackError, start_local_stack
+
+    settings = _settings()
+    _stop_on_sigterm()
+    try:
+        local = start_local_stack(settings)
+    except StackError as exc:
+        err.print(f"[red]the stack did not start:[/red] {exc}")
+        raise typer.Exit(1) from None
+    out = Console()
+    out.print(f"Prefect UI:  {local.ui_url}")
+    out.print(f"Prefect API: {local.api_url}")
+    out.print(f"GPU worker:  {local.worker_health_url}")
+    out.print(f"Logs:        {settings.data_dir / 'logs'}")
+    out.print("Press Ctrl-C to stop.")
+    try:
+        while True:
+            time.sleep(1)
+            local.stack.check_alive()
+    except StackError as exc:
+        err.print(f"[red]stopping:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        out.print("Stopping...")
+    finally:
+        local.stack.stop()
 
 
 @app.command()
 def demo() -> None:
-    """Bring the stack up, run one SDXL image job and one video job, print their files."""
-    _not_yet("demo", 4)
+    """Bring the stack up, run one SDXL image job and one video job, print their files and runs."""
+    from deployments.demo import run_demo
+    from ourvidz.stack import StackError
+
+    settings = _settings()
+    _stop_on_sigterm()
+    try:
+        ok = run_demo(settings, Console(soft_wrap=True))
+    except StackError as exc:
+        err.print(f"[red]the demo failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(0 if ok else 1)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops the stack like Ctrl-C does, so no child process is left behind."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()
@@ -51,15 +98,49 @@ def api() -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    pool: Annotated[str | None, typer.Option(help="Work pool to poll (default: OURVIDZ_WORK_POOL).")] = None,
+    queue: Annotated[list[str] | None, typer.Option(help="Work queue to poll; repeat for several.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Most flow runs at once on this worker.")] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name shown in the Prefect UI.")] = None,
+    health_port: Annotated[int | None, typer.Option(help="Serve GET /health on this port.")] = None,
+    warm_up: Annotated[bool, typer.Option(help="Load the queues' models at start.")] = True,
+) -> None:
     """Start a GPU worker that runs generation flow runs in-process with warm models."""
-    _not_yet("worker", 4)
+    settings = _settings()
+    _require_prefect_api()
+    from ourvidz.worker.worker import OurvidzWorker
+
+    gpu_worker = OurvidzWorker(
+        work_pool_name=pool or settings.work_pool, work_queues=queue or ["sdxl", "wan"], limit=limit,
+        name=name, health_port=health_port, warm_up=warm_up,
+    )  # fmt: skip
+    asyncio.run(gpu_worker.start())
 
 
 @app.command()
 def bootstrap() -> None:
-    """Create work pools, queues, concurrency limits, automations and deployments (idempotent)."""
-    _not_yet("bootstrap", 4)
+    """Create the work pool, queues with their concurrency limits, and deployments (idempotent)."""
+    settings = _settings()
+    _require_prefect_api()
+    from deployments.bootstrap import BootstrapError
+    from deployments.bootstrap import bootstrap as run_bootstrap
+
+    try:
+        report = asyncio.run(run_bootstrap(settings))
+    except BootstrapError as exc:
+        err.print(f"[red]bootstrap refused:[/red] {exc}")
+        raise typer.Exit(1) from None
+    for thing, action in report.actions.items():
+        typer.echo(f"{action:>9}  {thing}")
+
+
+def _require_prefect_api() -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        err.print("[red]PREFECT_API_URL is not set[/red]: point it at a Prefect server, or run `ourvidz up`.")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -8,8 +8,10 @@ secret stops start-up instead, so a deployment can never run on a secret nobody 
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -17,7 +19,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_FIELDS = ("jwt_secret", "callback_secret")
+SECRET_FIELDS = ("jwt_secret", "callback_secret", "webhook_secret")
 
 
 class Settings(BaseSettings):
@@ -54,6 +56,11 @@ class Settings(BaseSettings):
     callback_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 secret that workers outside Prefect sign job callbacks with."
     )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Standard Webhooks signing secret of outgoing job webhooks (`whsec_` + base64); "
+        "receivers verify with it.",
+    )
     model_profile: Literal["tiny", "production"] = Field(
         "tiny",
         description="`tiny`: small random-weight pipelines built locally (CPU, tests, demo); "
@@ -85,6 +92,17 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False, description="Compile the UNet / transformer with torch.compile and warm up at worker start."
     )
+    sdxl_concurrency: int = Field(
+        1, ge=1, description="Flow runs of the `sdxl` work queue running at once (per GPU pool, all workers)."
+    )
+    wan_concurrency: int = Field(
+        1, ge=1, description="Flow runs of the `wan` work queue running at once (per GPU pool, all workers)."
+    )
+    work_pool: str = Field("gpu", description="Name of the GPU work pool that generation deployments use.")
+    worker_health_port: int | None = Field(
+        None, description="Port of a GPU worker's status endpoint (`GET /health`); unset: no endpoint."
+    )
+    prefect_port: int = Field(4200, description="Port of the Prefect server that `ourvidz up` starts.")
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:
@@ -101,7 +119,8 @@ class Settings(BaseSettings):
             names = ", ".join(f"OURVIDZ_{name.upper()}" for name in missing)
             raise ValueError(f"production environment needs these secrets set: {names}")
         for name in missing:
-            setattr(self, name, SecretStr(_read_or_create_secret(self.data_dir / "secrets" / name)))
+            path = self.data_dir / "secrets" / name
+            setattr(self, name, SecretStr(_read_or_create_secret(path, _SECRET_MAKERS.get(name, _token))))
         return self
 
 
@@ -113,7 +132,18 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def _read_or_create_secret(path: Path) -> str:
+def _token() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def _webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+_SECRET_MAKERS = {"webhook_secret": _webhook_secret}
+
+
+def _read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
     """Return the secret stored at `path`, creating it (mode 0600) on first use.
 
     The new secret is written to a private temporary file and hard-linked into place, so processes
@@ -124,7 +154,7 @@ def _read_or_create_secret(path: Path) -> str:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
+            handle.write(make())
         try:
             os.link(tmp, path)
         except FileExistsError:

@@ -64,6 +64,10 @@ class Storage:
         """The filesystem path of an object, after validation."""
         return f"{self.root}/{validate_bucket(bucket)}/{validate_key(key)}"
 
+    def location(self, bucket: str, key: str) -> str:
+        """The object's full URL (`file:///...`, `s3://...`), for people and logs."""
+        return self.fs.unstrip_protocol(self.path(bucket, key))
+
     def put(self, bucket: str, key: str, data: bytes) -> int:
         """Store `data` and return its size in bytes."""
         path = self.path(bucket, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import stat
 import subprocess
 import sys
@@ -44,6 +45,16 @@ def test_every_setting_reads_its_environment_variable(
         "OURVIDZ_JWT_SECRET": "jwt-from-env",
         "OURVIDZ_JWT_AUDIENCE": "ourvidz-app",
         "OURVIDZ_CALLBACK_SECRET": "callback-from-env",
+        "OURVIDZ_WEBHOOK_SECRET": "whsec_d2ViaG9vaw==",
+        "OURVIDZ_DEVICE": "cuda:1",
+        "OURVIDZ_BATCH_WINDOW_MS": "20",
+        "OURVIDZ_MAX_BATCH_IMAGES": "4",
+        "OURVIDZ_TORCH_COMPILE": "true",
+        "OURVIDZ_SDXL_CONCURRENCY": "2",
+        "OURVIDZ_WAN_CONCURRENCY": "3",
+        "OURVIDZ_WORK_POOL": "gpu-east",
+        "OURVIDZ_WORKER_HEALTH_PORT": "8123",
+        "OURVIDZ_PREFECT_PORT": "4300",
         "OURVIDZ_MODEL_PROFILE": "production",
         "OURVIDZ_MODELS_DIR": str(tmp_path / "weights"),
         "OURVIDZ_SDXL_MODEL": "/models/sdxl.safetensors",
@@ -63,6 +74,12 @@ def test_every_setting_reads_its_environment_variable(
     assert settings.model_profile == "production"
     assert settings.models_dir == tmp_path / "weights"
     assert (settings.sdxl_model, settings.wan_model) == ("/models/sdxl.safetensors", "/models/wan")
+    assert settings.webhook_secret is not None
+    assert settings.webhook_secret.get_secret_value() == "whsec_d2ViaG9vaw=="
+    assert (settings.device, settings.batch_window_ms, settings.max_batch_images) == ("cuda:1", 20.0, 4)
+    assert settings.torch_compile is True
+    assert (settings.sdxl_concurrency, settings.wan_concurrency, settings.work_pool) == (2, 3, "gpu-east")
+    assert (settings.worker_health_port, settings.prefect_port) == (8123, 4300)
     assert not (settings.data_dir / "secrets").exists()
     assert "jwt-from-env" not in repr(settings)
 
@@ -86,14 +103,21 @@ def test_embedded_secrets_are_generated_private_and_reused() -> None:
     first = Settings()
     secrets_dir = first.data_dir / "secrets"
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
-    for name in ("jwt_secret", "callback_secret"):
+    for name in ("jwt_secret", "callback_secret", "webhook_secret"):
         assert stat.S_IMODE((secrets_dir / name).stat().st_mode) == 0o600
     assert first.jwt_secret is not None and first.callback_secret is not None
     assert len(first.jwt_secret.get_secret_value()) >= 32
     assert first.jwt_secret.get_secret_value() != first.callback_secret.get_secret_value()
     second = Settings()
     assert second.jwt_secret == first.jwt_secret and second.callback_secret == first.callback_secret
-    assert sorted(p.name for p in secrets_dir.iterdir()) == ["callback_secret", "jwt_secret"]
+    assert sorted(p.name for p in secrets_dir.iterdir()) == [
+        "callback_secret",
+        "jwt_secret",
+        "webhook_secret",
+    ]
+    assert first.webhook_secret is not None
+    webhook = first.webhook_secret.get_secret_value()
+    assert webhook.startswith("whsec_") and len(base64.b64decode(webhook.removeprefix("whsec_"))) == 32
 
 
 def test_a_set_secret_wins_over_the_generated_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,10 +141,13 @@ def test_processes_starting_together_agree_on_one_secret() -> None:
 def test_production_refuses_to_start_without_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OURVIDZ_ENVIRONMENT", "production")
     monkeypatch.setenv("OURVIDZ_JWT_SECRET", "set")
-    with pytest.raises(ValidationError, match="needs these secrets set: OURVIDZ_CALLBACK_SECRET"):
+    monkeypatch.setenv("OURVIDZ_WEBHOOK_SECRET", "whsec_c2V0")
+    with pytest.raises(ValidationError, match="needs these secrets set: OURVIDZ_CALLBACK_SECRET") as info:
         Settings()
+    assert "JWT" not in str(info.value) and "WEBHOOK" not in str(info.value)
     monkeypatch.delenv("OURVIDZ_JWT_SECRET")
-    with pytest.raises(ValidationError, match="OURVIDZ_JWT_SECRET, OURVIDZ_CALLBACK_SECRET"):
+    monkeypatch.delenv("OURVIDZ_WEBHOOK_SECRET")
+    with pytest.raises(ValidationError, match="OURVIDZ_JWT_SECRET, OURVIDZ_CALLBACK_SECRET, OURVIDZ_WEBHOOK"):
         Settings()
 
 

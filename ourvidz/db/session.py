@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +35,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@lru_cache(maxsize=8)
+def sessions_for(url: str) -> sessionmaker[Session]:
+    """The process-wide session factory of a database URL (one engine and pool per process)."""
+    return make_session_factory(make_engine(url))

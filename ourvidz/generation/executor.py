@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ourvidz.generation.control import Cancelled, Control
 from ourvidz.generation.models import PipelineCache
-from ourvidz.generation.pipelines import Cancelled, Control, Encoder, run_pipeline
+from ourvidz.generation.pipelines import Encoder, run_pipeline
 from ourvidz.generation.request import GenerationRequest
 
 

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import diffusers.utils.logging
 import torch
+import transformers.utils.logging
 from diffusers import (
     AutoencoderKLWan,
     DiffusionPipeline,
@@ -27,6 +29,10 @@ from ourvidz.generation.request import InvalidRequest
 from ourvidz.generation.tiny import WAN_FLOW_SHIFT, ensure_tiny, tiny_path
 
 FAMILIES = ("sdxl", "wan")
+
+# Loading bars would flood a worker's log; loads are counted and reported instead.
+diffusers.utils.logging.disable_progress_bar()
+transformers.utils.logging.disable_progress_bar()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,36 +5,18 @@ from __future__ import annotations
 import io
 import tempfile
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
 from ourvidz.generation.request import GenerationRequest
+from ourvidz.generation.results import Asset
 from ourvidz.storage import Storage, asset_key
 
-AssetType = Literal["image", "video", "thumbnail"]
 MP4_QUALITY = 8  # imageio-ffmpeg's 0-10 scale; 8 is visually clean at a fraction of lossless size
 WEBP_QUALITY = 80
-
-
-@dataclass(frozen=True, slots=True)
-class Asset:
-    """One stored file of a job's result."""
-
-    type: AssetType
-    bucket: str
-    key: str
-    index: int
-    width: int
-    height: int
-    seed: int
-    size_bytes: int
-    frames: int = 1
-    duration: float | None = None
 
 
 def encode_png(frame: np.ndarray) -> bytes:

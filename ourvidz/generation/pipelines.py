@@ -6,37 +6,19 @@ whether it runs alone or inside a batch, and every image gets its own seeded gen
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 
+from ourvidz.generation.control import Cancelled, Control
 from ourvidz.generation.request import GenerationRequest
 
-ProgressFn = Callable[[int, int], None]
 Embeddings = dict[str, torch.Tensor]
 Encoder = Callable[[DiffusionPipeline, GenerationRequest], Embeddings]
 WAN_MAX_SEQUENCE_LENGTH = 512
-
-
-class Cancelled(Exception):
-    """The request was cancelled; raised between denoising steps, before any output is produced."""
-
-
-@dataclass(frozen=True, slots=True)
-class Control:
-    """How a caller follows and stops its request: `progress(step, total)` and a cancel flag."""
-
-    progress: ProgressFn | None = None
-    cancel: threading.Event | None = None
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel is not None and self.cancel.is_set()
 
 
 def encode_sdxl(pipe: DiffusionPipeline, request: GenerationRequest) -> Embeddings:

@@ -8,40 +8,22 @@ while the previous job's files are written.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
 
 import numpy as np
 
 from ourvidz.config import Settings
+from ourvidz.generation.control import Control
 from ourvidz.generation.executor import DeviceExecutor
 from ourvidz.generation.models import FAMILIES, Loader, PipelineCache
-from ourvidz.generation.outputs import Asset, store_outputs
-from ourvidz.generation.pipelines import Control, Encoder
+from ourvidz.generation.outputs import store_outputs
+from ourvidz.generation.pipelines import Encoder
 from ourvidz.generation.request import GenerationRequest, request_for_job
+from ourvidz.generation.results import GenerationResult, OutputPlace
 from ourvidz.storage import Storage
 
 WARM_UP_JOB_TYPES = {"sdxl": "sdxl_image_fast", "wan": "image_fast"}
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationResult:
-    assets: list[Asset]
-
-    @property
-    def seeds(self) -> list[int]:
-        return [asset.seed for asset in self.assets if asset.type != "thumbnail"]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputPlace:
-    """Where a job's files go: `{bucket}/{user_id}/{job_id}/{index}.{ext}`."""
-
-    bucket: str
-    user_id: uuid.UUID
-    job_id: uuid.UUID
 
 
 class GenerationRuntime:

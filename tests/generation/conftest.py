@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ourvidz.config import Settings
-from ourvidz.generation import GenerationRuntime
+from ourvidz.generation.runtime import GenerationRuntime
 from ourvidz.storage import Storage
 
 

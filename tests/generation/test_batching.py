@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from ourvidz.config import Settings
-from ourvidz.generation import Cancelled, Control, GenerationRuntime, request_for_job
-from ourvidz.generation.request import GenerationRequest
+from ourvidz.generation.control import Cancelled, Control
+from ourvidz.generation.request import GenerationRequest, request_for_job
+from ourvidz.generation.runtime import GenerationRuntime
 from tests.generation.helpers import same_image
 
 SMALL = {"width": 64, "height": 64, "steps": 3}

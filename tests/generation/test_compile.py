@@ -9,7 +9,8 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from torch._dynamo.utils import counters
 
 from ourvidz.config import Settings
-from ourvidz.generation import GenerationRuntime, request_for_job
+from ourvidz.generation.request import request_for_job
+from ourvidz.generation.runtime import GenerationRuntime
 from ourvidz.storage import Storage
 from tests.generation.helpers import same_image
 

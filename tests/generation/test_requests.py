@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from ourvidz.generation import GenerationRuntime, InvalidRequest, request_for_job
-from ourvidz.generation.request import GenerationRequest
+from ourvidz.generation.request import GenerationRequest, InvalidRequest, request_for_job
+from ourvidz.generation.runtime import GenerationRuntime
 
 
 def test_catalog_defaults_fill_the_request() -> None:

@@ -14,8 +14,11 @@ import pytest
 from PIL import Image
 
 from ourvidz.catalog import JOB_TYPES
-from ourvidz.generation import Cancelled, Control, GenerationRuntime, OutputPlace, request_for_job
+from ourvidz.generation.control import Cancelled, Control
 from ourvidz.generation.executor import ExecutorClosed
+from ourvidz.generation.request import request_for_job
+from ourvidz.generation.results import OutputPlace
+from ourvidz.generation.runtime import GenerationRuntime
 from ourvidz.generation.tiny import tiny_path
 from ourvidz.storage import Storage
 from tests.generation.helpers import same_image

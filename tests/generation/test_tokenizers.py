@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import CLIPTokenizer, T5Tokenizer
 
-from ourvidz.generation import GenerationRuntime
+from ourvidz.generation.runtime import GenerationRuntime
 from ourvidz.generation.tokenizers import clip_tokenizer, umt5_tokenizer
 
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]

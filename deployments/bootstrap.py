@@ -1,0 +1,114 @@
+"""Create or update the work pool, queues and deployments from code; running it again changes nothing.
+
+Each object is compared with what the server has and written only when it differs, so `ourvidz
+bootstrap` is safe to re-run at any time (after a settings change it updates just that object).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.deployments.runner import EntrypointType
+from prefect.exceptions import ObjectNotFound
+from prefect.utilities.callables import parameter_schema
+
+from deployments.definitions import (
+    GENERATION_QUEUES,
+    GENERATION_TAGS,
+    QueueSpec,
+    generation_description,
+    generation_queues,
+)
+from flows.generation.job import generate_job
+from ourvidz.api.dispatch import deployment_name
+from ourvidz.config import Settings
+from ourvidz.worker.worker import WORKER_TYPE, OurvidzWorker
+
+
+class BootstrapError(RuntimeError):
+    """The server holds an object that bootstrap must not silently replace."""
+
+
+@dataclass
+class BootstrapReport:
+    """What bootstrap did to each object: `created`, `updated` or `unchanged`."""
+
+    actions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return any(action != "unchanged" for action in self.actions.values())
+
+
+async def bootstrap(settings: Settings) -> BootstrapReport:
+    report = BootstrapReport()
+    async with get_client() as client:
+        report.actions[f"work pool {settings.work_pool}"] = await _ensure_pool(client, settings.work_pool)
+        for queue in generation_queues(settings):
+            report.actions[f"work queue {queue.name}"] = await _ensure_queue(
+                client, settings.work_pool, queue
+            )
+        for queue in GENERATION_QUEUES:
+            report.actions[f"deployment {deployment_name(queue)}"] = await _ensure_deployment(
+                client, settings.work_pool, queue
+            )
+    return report
+
+
+async def _ensure_pool(client: PrefectClient, name: str) -> str:
+    try:
+        pool = await client.read_work_pool(name)
+    except ObjectNotFound:
+        template = OurvidzWorker.get_default_base_job_template()
+        await client.create_work_pool(WorkPoolCreate(name=name, type=WORKER_TYPE, base_job_template=template))
+        return "created"
+    if pool.type != WORKER_TYPE:
+        raise BootstrapError(
+            f"work pool {name!r} exists with type {pool.type!r}; GPU workers need type {WORKER_TYPE!r}. "
+            "Delete it or set OURVIDZ_WORK_POOL to another name."
+        )
+    return "unchanged"
+
+
+async def _ensure_queue(client: PrefectClient, pool: str, queue: QueueSpec) -> str:
+    try:
+        existing = await client.read_work_queue_by_name(queue.name, work_pool_name=pool)
+    except ObjectNotFound:
+        await client.create_work_queue(
+            name=queue.name, work_pool_name=pool, concurrency_limit=queue.concurrency_limit
+        )
+        return "created"
+    if existing.concurrency_limit == queue.concurrency_limit:
+        return "unchanged"
+    await client.update_work_queue(existing.id, concurrency_limit=queue.concurrency_limit)
+    return "updated"
+
+
+async def _ensure_deployment(client: PrefectClient, pool: str, queue: str) -> str:
+    desired = await generate_job.ato_deployment(
+        name=queue,
+        work_pool_name=pool,
+        work_queue_name=queue,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        description=generation_description(queue),
+        tags=list(GENERATION_TAGS),
+    )
+    try:
+        existing = await client.read_deployment_by_name(deployment_name(queue))
+    except ObjectNotFound:
+        await desired.apply()
+        return "created"
+    same = (
+        existing.entrypoint == desired.entrypoint
+        and existing.work_pool_name == pool
+        and existing.work_queue_name == queue
+        and existing.description == desired.description
+        and sorted(existing.tags) == sorted(desired.tags)
+        and existing.parameter_openapi_schema == parameter_schema(generate_job).model_dump(exclude_unset=True)
+    )
+    if same:
+        return "unchanged"
+    await desired.apply()
+    return "updated"

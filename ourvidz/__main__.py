@@ -1,0 +1,5 @@
+"""`python -m ourvidz` runs the CLI."""
+
+from ourvidz.cli import app
+
+app()

@@ -1,0 +1,47 @@
+"""Recording a job's generated files: image and video rows, the job's links to them, credits used."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ourvidz.db.models import Image, Job, UsageLog, Video
+from ourvidz.generation.results import Asset
+from ourvidz.jobs.spec import JobSpec
+
+
+def record_outputs(sessions: sessionmaker[Session], spec: JobSpec, assets: list[Asset], prompt: str) -> None:
+    """One images row per image, one videos row per video (with its thumbnail), one usage row."""
+    job_type = spec.job_type
+    common = {"user_id": spec.user_id, "project_id": spec.project_id, "job_id": spec.id}
+    texts = {"prompt": spec.prompt, "enhanced_prompt": prompt if prompt != spec.prompt else None}
+    thumbnails = {asset.index: asset.key for asset in assets if asset.type == "thumbnail"}
+    with sessions.begin() as session:
+        job = session.get_one(Job, spec.id)
+        for asset in assets:
+            details = {
+                "bucket": asset.bucket, "storage_key": asset.key, "width": asset.width,
+                "height": asset.height, "seed": asset.seed, "size_bytes": asset.size_bytes,
+                "quality": job_type.quality, "status": "completed",
+            }  # fmt: skip
+            if asset.type == "image":
+                row = Image(image_index=asset.index, format="png", **details, **common, **texts)
+                session.add(row)
+                session.flush()
+                if asset.index == 0:
+                    job.image_id = row.id
+            elif asset.type == "video":
+                video = Video(
+                    format="mp4", frames=asset.frames, fps=spec.request.fps, duration_seconds=asset.duration,
+                    thumbnail_key=thumbnails.get(asset.index), **details, **common, **texts,
+                )  # fmt: skip
+                session.add(video)
+                session.flush()
+                job.video_id = video.id
+        images = sum(1 for asset in assets if asset.type == "image") or 1
+        session.add(
+            UsageLog(
+                user_id=spec.user_id, job_id=spec.id, action=job_type.name, format=job_type.format,
+                quality=job_type.quality, credits_consumed=job_type.credits_for(images),
+                meta={"assets": len(assets), "queue": job_type.queue},
+            )
+        )  # fmt: skip

@@ -1,0 +1,184 @@
+"""Running the parts of OurVidz as child processes on one machine, and stopping them cleanly.
+
+Used by `ourvidz up` and `ourvidz demo`, and by the tests that need a real Prefect server or worker.
+A Prefect server started here keeps its SQLite database under `<data dir>/prefect`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ourvidz.config import Settings
+
+STOP_GRACE_SECONDS = 15.0
+PR_SET_PDEATHSIG = 1
+WORKER_START_SECONDS = 300.0  # the first start builds the tiny models
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not start, or died."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until `url` answers 200, failing early if `process` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise StackError(f"{url} never came up: its process exited with code {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise StackError(f"{url} did not answer within {timeout:.0f} s")
+
+
+@dataclass
+class Stack:
+    """Child processes started in order and stopped in reverse order."""
+
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def start(
+        self, name: str, args: Sequence[str], extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start `args` with the stack's environment; its output goes to `<data dir>/logs/<name>.log`."""
+        log_dir = self.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.logs[name] = log_dir / f"{name}.log"
+        with self.logs[name].open("ab") as log:
+            process = subprocess.Popen(
+                list(args), env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the stack, which then stops its children in order
+                preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        self.processes[name] = process
+        return process
+
+    def run_once(self, name: str, args: Sequence[str]) -> None:
+        """Run a command to completion with the stack's environment; raise with its log tail on failure."""
+        log_dir = self.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = log_dir / f"{name}.log"
+        result = subprocess.run(list(args), env=self.env, capture_output=True, text=True, check=False)
+        log.write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            raise StackError(f"{name} failed with code {result.returncode}:\n{tail}")
+
+    def start_prefect_server(self, port: int, timeout: float = 120) -> str:
+        """A Prefect server on SQLite under the data dir; returns its API URL once it answers."""
+        prefect_home = self.data_dir / "prefect"
+        prefect_home.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PREFECT_HOME": str(prefect_home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
+        }
+        args = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        process = self.start("prefect-server", args, env)
+        api_url = f"http://127.0.0.1:{port}/api"
+        wait_for_http(f"{api_url}/health", timeout, process)
+        self.env["PREFECT_API_URL"] = api_url
+        return api_url
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise StackError(f"{name} exited with code {process.returncode}; see {self.logs[name]}")
+
+    def stop(self) -> None:
+        """SIGTERM every child (newest first), then SIGKILL whatever is left after a grace period."""
+        for process in reversed(self.processes.values()):
+            if process.poll() is None:
+                _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in reversed(self.processes.values()):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the stack process dies, even by SIGKILL (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(process.pid, sig)
+
+
+@dataclass
+class LocalStack:
+    """The embedded default, running: Prefect server (unless one was given), job DB, GPU worker."""
+
+    stack: Stack
+    api_url: str
+    ui_url: str
+    worker_health_url: str
+
+
+def start_local_stack(settings: Settings, worker_health_port: int | None = None) -> LocalStack:
+    """Bring up the embedded default; with `PREFECT_API_URL` set, use that server instead of starting one."""
+    stack = Stack(settings.data_dir)
+    try:
+        api_url = stack.env.get("PREFECT_API_URL") or _start_own_server(stack, settings.prefect_port)
+        stack.env["PREFECT_API_URL"] = api_url
+        ourvidz = [sys.executable, "-m", "ourvidz"]
+        stack.run_once("db-upgrade", [*ourvidz, "db", "upgrade"])
+        stack.run_once("bootstrap", [*ourvidz, "bootstrap"])
+        port = worker_health_port or free_port()
+        worker = stack.start("gpu-worker", [*ourvidz, "worker", "--health-port", str(port)])
+        health_url = f"http://127.0.0.1:{port}/health"
+        wait_for_http(health_url, WORKER_START_SECONDS, worker)
+    except BaseException:
+        stack.stop()
+        raise
+    return LocalStack(stack, api_url, api_url.removesuffix("/api"), health_url)
+
+
+def _start_own_server(stack: Stack, port: int) -> str:
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise StackError(
+                f"port {port} is taken: set OURVIDZ_PREFECT_PORT to a free port, or PREFECT_API_URL to use "
+                "the Prefect server that is already there"
+            )
+    return stack.start_prefect_server(port)

@@ -1,0 +1,223 @@
+"""The GPU worker: a Prefect worker type that runs flow runs inside its own process.
+
+Prefect's process worker starts a Python process per flow run (seconds of start-up, and every job
+would reload its models). This worker loads each flow once by entrypoint and runs flow runs in
+threads of this process, next to the warm generation runtime. It wakes on the `Scheduled` events of
+its pool instead of waiting for the next poll (the timer poll stays as the fallback), and it turns a
+`Cancelling` flow run into a cancel flag that generation checks between steps.
+
+Use it as `ourvidz worker --pool gpu --queue sdxl --queue wan` or `prefect worker start --type
+ourvidz-gpu --pool gpu` (registered through the `prefect.collections` entry point).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import socket
+import uuid
+from typing import Any
+
+import anyio
+import anyio.abc
+from prefect._internal.observers import FlowRunCancellingObserver
+from prefect.client.schemas.objects import FlowRun
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter, EventOccurredFilter
+from prefect.flow_engine import run_flow
+from prefect.flows import Flow, load_flow_from_entrypoint
+from prefect.settings import get_current_settings
+from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
+
+from ourvidz.config import get_settings
+from ourvidz.worker.cancellation import cancel_flag, forget
+from ourvidz.worker.health import HealthServer
+from ourvidz.worker.runtime import current_runtime, get_runtime
+from ourvidz.worker.stats import WorkerStats
+
+WORKER_TYPE = "ourvidz-gpu"
+RECONNECT_SECONDS = 2.0
+
+
+class OurvidzJobConfiguration(BaseJobConfiguration):
+    """Flow runs share this process: there is no per-run infrastructure to configure."""
+
+
+class OurvidzVariables(BaseVariables):
+    pass
+
+
+class OurvidzWorkerResult(BaseWorkerResult):
+    pass
+
+
+class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, OurvidzWorkerResult]):
+    type = WORKER_TYPE
+    job_configuration = OurvidzJobConfiguration
+    job_configuration_variables = OurvidzVariables
+    _description = (
+        "Runs OurVidz generation flow runs in-process, with models kept warm on this machine's GPU."
+    )
+    _display_name = "OurVidz GPU"
+
+    def __init__(
+        self,
+        *args: Any,
+        warm_up: bool = True,
+        health_port: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.warm_up = warm_up
+        self.stats = WorkerStats()
+        self._health_port = health_port if health_port is not None else get_settings().worker_health_port
+        self._health: HealthServer | None = None
+        self._flows: dict[str, Flow[..., Any]] = {}
+        self._entrypoints: dict[uuid.UUID, str] = {}
+        self._flow_lock = asyncio.Lock()
+        self._wake = anyio.Event()
+        self._run_observer: FlowRunCancellingObserver | None = None
+        self._background: anyio.abc.TaskGroup | None = None
+
+    async def setup(self) -> None:
+        await super().setup()
+        self._run_observer = await self._exit_stack.enter_async_context(
+            FlowRunCancellingObserver(
+                on_cancelling=self._on_cancelling,
+                polling_interval=get_current_settings().worker.cancellation_poll_seconds,
+            )
+        )
+        # Loops of our own, cancelled at teardown (the runs task group would wait for them forever).
+        self._background = await self._exit_stack.enter_async_context(anyio.create_task_group())
+        self._background.start_soon(self._listen_for_scheduled_runs)
+        self._background.start_soon(self._submit_on_wake)
+        if self.warm_up:
+            self._background.start_soon(self._warm_up)
+        if self._health_port is not None:
+            self._health = HealthServer(self._health_port, self.status)
+            self._health.start()
+
+    async def teardown(self, *exc_info: Any) -> None:
+        if self._background is not None:
+            self._background.cancel_scope.cancel()
+        if self._health is not None:
+            self._health.stop()
+        await super().teardown(*exc_info)
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: OurvidzJobConfiguration,
+        task_status: anyio.abc.TaskStatus[str] | None = None,
+    ) -> OurvidzWorkerResult:
+        identifier = f"{socket.gethostname()}:{os.getpid()}:{flow_run.id}"
+        flow = await self._flow_for(flow_run)
+        queue = flow_run.work_queue_name or "default"
+        cancel_flag(flow_run.id)
+        if self._run_observer is not None:
+            self._run_observer.add_in_flight_flow_run_id(flow_run.id)
+        self.stats.started(queue)
+        if task_status is not None:
+            task_status.started(identifier)
+        try:
+            await anyio.to_thread.run_sync(_run_in_thread, flow, flow_run)
+            status_code = 0
+        except Exception:
+            self._logger.exception("flow run %s ended with an engine error", flow_run.id)
+            status_code = 1
+        finally:
+            self.stats.finished(queue)
+            if self._run_observer is not None:
+                self._run_observer.remove_in_flight_flow_run_id(flow_run.id)
+            forget(flow_run.id)
+        return OurvidzWorkerResult(identifier=identifier, status_code=status_code)
+
+    async def kill_infrastructure(
+        self, infrastructure_pid: str, configuration: OurvidzJobConfiguration, grace_seconds: int = 30
+    ) -> None:
+        """A run handed to this process but not started yet: raise its flag so it stops at once."""
+        self._on_cancelling(uuid.UUID(infrastructure_pid.rsplit(":", 1)[-1]))
+
+    def status(self) -> dict[str, Any]:
+        """What `GET /health` reports: identity, queues, running and peak runs, warm models."""
+        runtime = current_runtime()
+        loads = {} if runtime is None else {k.family: n for k, n in runtime.pipelines.loads.items()}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "work_pool": self._work_pool_name,
+            "work_queues": sorted(self._work_queues),
+            "limit": self._limit,
+            "pid": os.getpid(),
+            "device": None if runtime is None else str(runtime.pipelines.device),
+            "model_loads": loads,
+            **self.stats.snapshot(),
+        }
+
+    def _on_cancelling(self, flow_run_id: uuid.UUID) -> None:
+        self._logger.info("flow run %s is cancelling; generation stops at the next step", flow_run_id)
+        cancel_flag(flow_run_id).set()
+
+    async def _flow_for(self, flow_run: FlowRun) -> Flow[..., Any]:
+        """The flow of a run's deployment, imported once per entrypoint and kept."""
+        if flow_run.deployment_id is None:
+            raise ValueError(f"flow run {flow_run.id} has no deployment to take its flow from")
+        entrypoint = self._entrypoints.get(flow_run.deployment_id)
+        if entrypoint is None:
+            deployment = await self.client.read_deployment(flow_run.deployment_id)
+            if not deployment.entrypoint:
+                raise ValueError(f"deployment {deployment.name} has no entrypoint")
+            entrypoint = self._entrypoints[flow_run.deployment_id] = deployment.entrypoint
+        async with self._flow_lock:
+            if entrypoint not in self._flows:
+                self._flows[entrypoint] = await anyio.to_thread.run_sync(
+                    load_flow_from_entrypoint, entrypoint
+                )
+        return self._flows[entrypoint]
+
+    async def _listen_for_scheduled_runs(self) -> None:
+        """Wake the submit loop on every `Scheduled` event of this pool (~10 ms after run creation)."""
+        while True:
+            pool = self._work_pool
+            if pool is None:
+                await anyio.sleep(0.2)
+                continue
+            now = datetime.datetime.now(datetime.UTC)
+            event_filter = EventFilter(
+                event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+                any_resource=EventAnyResourceFilter(id=[f"prefect.work-pool.{pool.id}"]),
+                occurred=EventOccurredFilter(since=now, until=now + datetime.timedelta(days=3650)),
+            )
+            try:
+                async with get_events_subscriber(filter=event_filter) as subscriber:
+                    self._wake.set()  # catch up on anything scheduled while not subscribed
+                    async for _event in subscriber:
+                        self._wake.set()
+            except Exception as exc:
+                self._logger.warning("event subscription lost (%s); polling until it is back", exc)
+            await anyio.sleep(RECONNECT_SECONDS)
+
+    async def _submit_on_wake(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            try:
+                await self.get_and_submit_flow_runs()
+            except Exception as exc:
+                self._logger.warning("submitting woken flow runs failed: %s", exc)
+
+    async def _warm_up(self) -> None:
+        """Load the models of this worker's queues before the first job asks for them."""
+        families = sorted(self._work_queues & {"sdxl", "wan"}) or ["sdxl", "wan"]
+        try:
+            await anyio.to_thread.run_sync(get_runtime().warm_up, families, abandon_on_cancel=True)
+        except Exception:
+            self._logger.exception("warm-up failed; models will load with the first job")
+
+
+def _run_in_thread(flow: Flow[..., Any], flow_run: FlowRun) -> None:
+    """Run one flow run to its final state on a fresh event loop in this thread."""
+    outcome = run_flow(flow, flow_run=flow_run, return_type="state")
+    if asyncio.iscoroutine(outcome):
+        asyncio.run(outcome)

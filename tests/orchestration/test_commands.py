@@ -1,0 +1,74 @@
+"""`ourvidz demo` and `ourvidz up` on a fresh data dir, as a user would run them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from ourvidz.stack import free_port
+from tests.orchestration.conftest import OURVIDZ
+
+
+def _env(data_dir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OURVIDZ_", "PREFECT_API_URL"))}
+    return {**env, "OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_PREFECT_PORT": str(port)}
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_demo_runs_both_jobs_and_prints_their_files(tmp_path: Path) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [*OURVIDZ, "demo"], env=_env(tmp_path, port), capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "sdxl_image_fast: completed" in out and "video_fast: completed" in out
+    assert len(re.findall(rf"http://127\.0\.0\.1:{port}/runs/flow-run/[0-9a-f-]{{36}}", out)) == 2
+    files = [Path(path) for path in re.findall(r"file: file://(\S+)", out)]
+    assert sorted(path.suffix for path in files) == [".mp4", ".png", ".webp"]
+    assert all(path.is_file() and path.stat().st_size > 0 for path in files)
+    assert not _port_open(port), "the demo left its Prefect server running"
+
+
+def test_up_serves_until_ctrl_c_then_stops_everything(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*OURVIDZ, "up"],
+        env=_env(tmp_path, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        text = "".join(lines)
+        assert f"Prefect UI:  http://127.0.0.1:{port}" in text, text
+        worker_url = re.search(r"GPU worker:\s+(\S+)", text)
+        assert worker_url is not None
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
+        assert httpx.get(worker_url.group(1), timeout=5).json()["work_pool"] == "gpu"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    deadline = time.monotonic() + 10
+    while _port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _port_open(port), "Ctrl-C left the Prefect server running"

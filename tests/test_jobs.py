@@ -1,0 +1,153 @@
+"""The job life cycle in the database, on SQLite and PostgreSQL: create, start, outputs, finish."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ourvidz.catalog import UnknownJobType
+from ourvidz.db.models import Image, Job, UsageLog, Video
+from ourvidz.generation.request import InvalidRequest
+from ourvidz.generation.results import Asset
+from ourvidz.job_status import JobStatus
+from ourvidz.jobs.create import create_job, ensure_profile
+from ourvidz.jobs.enhancement import apply_enhancement
+from ourvidz.jobs.finish import finish_job, set_progress
+from ourvidz.jobs.outputs import record_outputs
+from ourvidz.jobs.start import JobNotFound, JobNotRunnable, JobRejected, start_job
+from ourvidz.policy import ContentTier
+
+
+@pytest.fixture
+def user(sessions: sessionmaker[Session]) -> uuid.UUID:
+    user_id = uuid.uuid4()
+    ensure_profile(sessions, user_id)
+    return user_id
+
+
+def _job(
+    sessions: sessionmaker[Session], user: uuid.UUID, job_type: str = "sdxl_image_fast", **kw: object
+) -> Job:
+    return create_job(sessions, user_id=user, job_type=job_type, prompt="a quiet harbour", **kw)  # type: ignore[arg-type]
+
+
+def test_create_checks_like_the_flow_will(sessions: sessionmaker[Session], user: uuid.UUID) -> None:
+    with pytest.raises(UnknownJobType):
+        _job(sessions, user, job_type="sdxl_video")
+    with pytest.raises(InvalidRequest, match="width"):
+        _job(sessions, user, metadata={"width": 1001})
+    with pytest.raises(InvalidRequest, match="num_images"):
+        _job(sessions, user, metadata={"num_images": 2})
+    with pytest.raises(InvalidRequest, match="bucket"):
+        _job(sessions, user, metadata={"bucket": "../etc"})
+    with pytest.raises(InvalidRequest, match="content_tier"):
+        _job(sessions, user, metadata={"content_tier": "anything"})
+    job = _job(sessions, user, job_type="wan_video_fast")
+    assert (job.job_type, job.queue, job.format, job.quality, job.status) == (
+        "video_fast", "wan", "video", "fast", JobStatus.QUEUED,
+    )  # fmt: skip
+
+
+def test_idempotency_key_returns_the_same_job(sessions: sessionmaker[Session], user: uuid.UUID) -> None:
+    first = _job(sessions, user, idempotency_key="click-1")
+    assert _job(sessions, user, idempotency_key="click-1").id == first.id
+    assert _job(sessions, user, idempotency_key="click-2").id != first.id
+    other_user = uuid.uuid4()
+    ensure_profile(sessions, other_user)
+    assert _job(sessions, other_user, idempotency_key="click-1").id != first.id
+
+
+def test_start_moves_a_queued_job_to_processing_once(
+    sessions: sessionmaker[Session], user: uuid.UUID
+) -> None:
+    job = _job(sessions, user, metadata={"num_images": 3, "seeds": [1, 2, 3], "steps": 5})
+    run_id = uuid.uuid4()
+    spec = start_job(sessions, job.id, run_id)
+    assert (spec.request.seeds, spec.request.steps, spec.bucket) == ((1, 2, 3), 5, "sdxl_image_fast")
+    with sessions() as session:
+        row = session.get_one(Job, job.id)
+        assert (row.status, row.attempts, row.flow_run_id) == (JobStatus.PROCESSING, 1, run_id)
+    with pytest.raises(JobNotRunnable):
+        start_job(sessions, job.id, uuid.uuid4())
+    with pytest.raises(JobNotFound):
+        start_job(sessions, uuid.uuid4(), None)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "verified", "requested", "ok"),
+    [
+        (ContentTier.ARTISTIC, False, "artistic", True),
+        (ContentTier.ARTISTIC, True, "explicit", False),
+        (ContentTier.EXPLICIT, False, "explicit", False),
+        (ContentTier.EXPLICIT, True, "explicit", True),
+        (ContentTier.EXPLICIT, True, "unrestricted", False),
+        (ContentTier.UNRESTRICTED, True, "unrestricted", True),
+    ],
+)
+def test_content_tier_permission(
+    sessions: sessionmaker[Session], allowed: ContentTier, verified: bool, requested: str, ok: bool
+) -> None:
+    user_id = uuid.uuid4()
+    ensure_profile(sessions, user_id, tier=allowed, age_verified=verified)
+    job = _job(sessions, user_id, metadata={"content_tier": requested})
+    if ok:
+        assert start_job(sessions, job.id, None).content_tier == requested
+        return
+    with pytest.raises(JobRejected) as info:
+        start_job(sessions, job.id, None)
+    assert info.value.code == "CONTENT_TIER_NOT_ALLOWED" and info.value.user_id == user_id
+    with sessions() as session:
+        row = session.get_one(Job, job.id)
+        assert row.status is JobStatus.FAILED and row.error_message.startswith("CONTENT_TIER_NOT_ALLOWED")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "code"),
+    [
+        ("job_type", "sdxl_video", "INVALID_JOB_TYPE"),
+        ("original_prompt", "   ", "MISSING_PROMPT"),
+        ("original_prompt", "x" * 2001, "PROMPT_TOO_LONG"),
+        ("meta", {"steps": 0}, "INVALID_PARAMETERS"),
+    ],
+)
+def test_rows_that_cannot_run_are_failed_with_a_reason(
+    sessions: sessionmaker[Session], user: uuid.UUID, column: str, value: object, code: str
+) -> None:
+    job = _job(sessions, user)
+    with sessions.begin() as session:
+        setattr(session.get_one(Job, job.id), column, value)
+    with pytest.raises(JobRejected) as info:
+        start_job(sessions, job.id, None)
+    assert info.value.code == code
+    with sessions() as session:
+        assert session.get_one(Job, job.id).status is JobStatus.FAILED
+
+
+def test_progress_enhancement_outputs_and_finish(sessions: sessionmaker[Session], user: uuid.UUID) -> None:
+    job = _job(sessions, user, job_type="video_fast")
+    set_progress(sessions, job.id, 50)  # not processing yet: ignored
+    spec = start_job(sessions, job.id, None)
+    assert apply_enhancement(sessions, spec) == "a quiet harbour"
+    set_progress(sessions, job.id, 40)
+    assets = [
+        Asset(
+            "video", "video_fast", f"{user}/{job.id}/0.mp4", 0, 832, 480, 7, 1000, frames=81, duration=81 / 16
+        ),
+        Asset("thumbnail", "video_fast", f"{user}/{job.id}/0.webp", 0, 832, 480, 7, 100),
+    ]
+    record_outputs(sessions, spec, assets, "a quiet harbour")
+    assert finish_job(sessions, job.id, JobStatus.COMPLETED) is True
+    assert finish_job(sessions, job.id, JobStatus.FAILED, "late failure") is False
+    with sessions() as session:
+        row = session.get_one(Job, job.id)
+        assert (row.status, row.progress, row.error_message) == (JobStatus.COMPLETED, 100, None)
+        assert (row.enhancement_strategy, row.enhanced_prompt) == ("none", "a quiet harbour")
+        video = session.scalars(select(Video).where(Video.job_id == job.id)).one()
+        assert row.video_id == video.id
+        assert (video.thumbnail_key, video.frames, video.fps, video.seed) == (assets[1].key, 81, 16, 7)
+        assert session.scalars(select(Image).where(Image.job_id == job.id)).all() == []
+        usage = session.scalars(select(UsageLog).where(UsageLog.job_id == job.id)).one()
+        assert (usage.credits_consumed, usage.action) == (3, "video_fast")
