@@ -61,10 +61,11 @@ class Settings(BaseSettings):
         description="Standard Webhooks signing secret of outgoing job webhooks (`whsec_` + base64); "
         "receivers verify with it.",
     )
-    model_profile: Literal["tiny", "production"] = Field(
+    model_profile: Literal["tiny", "production", "noop"] = Field(
         "tiny",
         description="`tiny`: small random-weight pipelines built locally (CPU, tests, demo); "
-        "`production`: real weights from `sdxl_model` / `wan_model`.",
+        "`production`: real weights from `sdxl_model` / `wan_model`; `noop`: black frames at once, "
+        "for benchmarks of everything around generation.",
     )
     models_dir: Path | None = Field(
         None, description="Where built tiny models are kept. Default: `<data dir>/models`."

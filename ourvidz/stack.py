@@ -92,11 +92,13 @@ class Stack:
         """A Prefect server on SQLite under the data dir; returns its API URL once it answers."""
         prefect_home = self.data_dir / "prefect"
         prefect_home.mkdir(parents=True, exist_ok=True)
-        env = {
-            "PREFECT_HOME": str(prefect_home),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
-        }
+        env = {"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        # SQLite under the data dir unless the environment names another database (e.g. PostgreSQL).
+        env.setdefault(
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+            self.env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")
+            or f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
+        )
         args = [
             sys.executable,
             "-m",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from sqlalchemy.orm import Session, sessionmaker
@@ -53,12 +53,19 @@ async def generate(spec: JobSpec, prompt: str) -> GenerationResult:
     """Run the pipeline on this worker's device; stops between steps when the flow run is cancelled."""
     run_id = _flow_run_id()
     cancel = cancel_flag(run_id) if run_id else None
+    runtime = get_runtime()
+    loads_before = runtime.pipelines.total_loads
     async with ProgressReporter(spec.id, spec.user_id, spec.job_type.name) as reporter:
-        return await get_runtime().generate_async(
+        result = await runtime.generate_async(
             spec.with_prompt(prompt),
             OutputPlace(bucket=spec.bucket, user_id=spec.user_id, job_id=spec.id),
             Control(progress=reporter.report, cancel=cancel),
         )
+    loads = runtime.pipelines.total_loads
+    get_run_logger().info(
+        "pipelines loaded during this run: %d (by this process: %d)", loads - loads_before, loads
+    )
+    return result
 
 
 @task(name="store", cache_policy=NO_CACHE, retry_condition_fn=database_unreachable, **DB_RETRIES)

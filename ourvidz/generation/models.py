@@ -7,7 +7,9 @@ the same `from_pretrained(..., local_files_only=True)` path whenever the source 
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +27,12 @@ from diffusers import (
 )
 
 from ourvidz.config import Settings
+from ourvidz.generation.noop import NoopPipeline
 from ourvidz.generation.request import InvalidRequest
 from ourvidz.generation.tiny import WAN_FLOW_SHIFT, ensure_tiny, tiny_path
 
 FAMILIES = ("sdxl", "wan")
+logger = logging.getLogger(__name__)
 
 # Loading bars would flood a worker's log; loads are counted and reported instead.
 diffusers.utils.logging.disable_progress_bar()
@@ -99,6 +103,8 @@ class PipelineCache:
         if self.settings.model_profile == "tiny":
             assert self.settings.models_dir is not None  # filled in by Settings
             return str(tiny_path(self.settings.models_dir, family))
+        if self.settings.model_profile == "noop":
+            return "noop"
         return self.settings.sdxl_model if family == "sdxl" else self.settings.wan_model
 
     def get(self, family: str) -> DiffusionPipeline:
@@ -106,9 +112,16 @@ class PipelineCache:
         with self._lock:
             pipeline = self._pipelines.get(key)
             if pipeline is None:
+                started = time.perf_counter()
                 pipeline = self._load(key)
                 self._pipelines[key] = pipeline
                 self.loads[key] += 1
+                logger.info(
+                    "loaded %s pipeline from %s in %.2f s",
+                    key.family,
+                    key.source,
+                    time.perf_counter() - started,
+                )
             return pipeline
 
     @property
@@ -116,6 +129,8 @@ class PipelineCache:
         return sum(self.loads.values())
 
     def _load(self, key: ModelKey) -> DiffusionPipeline:
+        if self.settings.model_profile == "noop":
+            return NoopPipeline(key.family)
         if self.settings.model_profile == "tiny" and self.loader is load_pretrained:
             assert self.settings.models_dir is not None
             ensure_tiny(self.settings.models_dir, key.family)

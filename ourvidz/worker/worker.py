@@ -25,19 +25,20 @@ from prefect._internal.observers import FlowRunCancellingObserver
 from prefect.client.schemas.objects import FlowRun
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter, EventOccurredFilter
-from prefect.flow_engine import run_flow
 from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.settings import get_current_settings
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
 from ourvidz.config import get_settings
 from ourvidz.worker.cancellation import cancel_flag, forget
+from ourvidz.worker.flow_threads import FlowThreads
 from ourvidz.worker.health import HealthServer
 from ourvidz.worker.runtime import current_runtime, get_runtime
 from ourvidz.worker.stats import WorkerStats
 
 WORKER_TYPE = "ourvidz-gpu"
 RECONNECT_SECONDS = 2.0
+DEFAULT_FLOW_THREADS = 16  # flow runs at once when the worker has no --limit
 
 
 class OurvidzJobConfiguration(BaseJobConfiguration):
@@ -79,6 +80,7 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
         self._wake = anyio.Event()
         self._run_observer: FlowRunCancellingObserver | None = None
         self._background: anyio.abc.TaskGroup | None = None
+        self._flow_threads = FlowThreads(self._limit or DEFAULT_FLOW_THREADS)
 
     async def setup(self) -> None:
         await super().setup()
@@ -103,6 +105,7 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
             self._background.cancel_scope.cancel()
         if self._health is not None:
             self._health.stop()
+        self._flow_threads.shutdown()
         await super().teardown(*exc_info)
 
     async def run(
@@ -121,12 +124,13 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
         if task_status is not None:
             task_status.started(identifier)
         try:
-            await anyio.to_thread.run_sync(_run_in_thread, flow, flow_run)
+            await asyncio.wrap_future(self._flow_threads.submit(flow, flow_run))
             status_code = 0
         except Exception:
             self._logger.exception("flow run %s ended with an engine error", flow_run.id)
             status_code = 1
         finally:
+            self._wake.set()  # a freed queue slot may let a waiting run through: look now
             self.stats.finished(queue)
             if self._run_observer is not None:
                 self._run_observer.remove_in_flight_flow_run_id(flow_run.id)
@@ -214,10 +218,3 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
             await anyio.to_thread.run_sync(get_runtime().warm_up, families, abandon_on_cancel=True)
         except Exception:
             self._logger.exception("warm-up failed; models will load with the first job")
-
-
-def _run_in_thread(flow: Flow[..., Any], flow_run: FlowRun) -> None:
-    """Run one flow run to its final state on a fresh event loop in this thread."""
-    outcome = run_flow(flow, flow_run=flow_run, return_type="state")
-    if asyncio.iscoroutine(outcome):
-        asyncio.run(outcome)

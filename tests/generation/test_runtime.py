@@ -188,3 +188,24 @@ def test_production_profile_loads_a_local_folder(runtime: GenerationRuntime, tmp
         assert [key.source for key in production.pipelines.loads] == [settings.sdxl_model]
     finally:
         production.close()
+
+
+def test_noop_profile_makes_black_frames_with_real_progress(tiny_settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The benchmark profile: no model, but sizes, frames, progress and cancellation as with one."""
+    noop = GenerationRuntime(
+        tiny_settings.model_copy(update={"model_profile": "noop"}), storage=Storage(f"file://{tmp_path}")
+    )
+    try:
+        seen: list[int] = []
+        request = request_for_job("sdxl_image_fast", "a boat", num_images=3, steps=5)
+        pixels = noop.submit(request, Control(progress=lambda step, total: seen.append(step))).result()
+        assert pixels.shape == (3, 1, 1024, 1024, 3) and not pixels.any() and seen == [1, 2, 3, 4, 5]
+        video = noop.generate(request_for_job("video_fast", "a boat"), _place("video_fast"))
+        assert [a.type for a in video.assets] == ["video", "thumbnail"] and video.assets[0].frames == 81
+        cancel = threading.Event()
+        cancel.set()
+        with pytest.raises(Cancelled):
+            noop.submit(request, Control(cancel=cancel)).result()
+        assert [key.source for key in noop.pipelines.loads] == ["noop", "noop"]
+    finally:
+        noop.close()
