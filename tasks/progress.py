@@ -8,9 +8,11 @@ artifact in the Prefect UI and an `ourvidz.job.progress` event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
 from ourvidz.config import get_settings
@@ -27,6 +29,7 @@ class ProgressReporter:
         self._latest: int | None = None
         self._published = -1
         self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._artifact_id: uuid.UUID | None = None
@@ -47,27 +50,35 @@ class ProgressReporter:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._publish()  # the last value reported
+        self._closing.set()
+        self._wake.set()
+        await self._task
 
     def _update(self, percent: int) -> None:
         self._latest = percent
         self._wake.set()
 
     async def _publish_loop(self) -> None:
-        while True:
+        while not self._closing.is_set():
             await self._wake.wait()
             self._wake.clear()
             await self._publish()
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.interval)
+        await self._publish()  # the last value reported
 
     async def _publish(self) -> None:
+        """Publish the latest value; a failure here is logged and never fails the job."""
         percent = self._latest
         if percent is None or percent == self._published:
             return
         self._published = percent
-        await asyncio.to_thread(set_progress, sessions_for(get_settings().database_url), self.job_id, percent)
-        if self._artifact_id is not None:
-            await aupdate_progress_artifact(self._artifact_id, progress=float(percent))
-        emit_job_event("progress", self.job_id, self.user_id, self.job_type, {"progress": percent})
+        try:
+            await asyncio.to_thread(
+                set_progress, sessions_for(get_settings().database_url), self.job_id, percent
+            )
+            if self._artifact_id is not None:
+                await aupdate_progress_artifact(self._artifact_id, progress=float(percent))
+            emit_job_event("progress", self.job_id, self.user_id, self.job_type, {"progress": percent})
+        except Exception as exc:
+            get_run_logger().warning("could not publish progress %d%%: %s", percent, exc)
