@@ -7,7 +7,8 @@ One Prefect server (SQLite, started here) serves both workers. Jobs are submitte
 through `run_deployment` exactly as the gateway does, so every number is one job's own latency:
 
 - dispatch: flow run scheduled -> its `generate` task starts running (from the Prefect API's times);
-- overhead: flow run scheduled -> flow run ends, minus the `generate` task's own duration;
+- overhead: the flow run's own stages, i.e. its running time minus the `generate` task's duration;
+- end to end: flow run scheduled -> flow run ends;
 - model loads: from our worker's status endpoint; for the process worker from each run's log line.
 
 Each case starts with one unmeasured warm-up job (first poll after start, flow import).
@@ -102,7 +103,7 @@ async def _measure(flow_run_ids: list[uuid.UUID]) -> dict[str, Any]:
             if all(run.end_time for run in runs):
                 break
             await asyncio.sleep(0.1)
-        dispatch, overhead, loads = [], [], 0
+        dispatch, overhead, end_to_end, loads = [], [], [], 0
         for run in runs:
             tasks = await client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
@@ -110,17 +111,19 @@ async def _measure(flow_run_ids: list[uuid.UUID]) -> dict[str, Any]:
             generate = next(t for t in tasks if t.name.startswith("generate"))
             scheduled = run.expected_start_time
             assert scheduled and generate.start_time and generate.end_time and run.end_time
+            assert run.start_time
             dispatch.append((generate.start_time - scheduled).total_seconds())
             generation = (generate.end_time - generate.start_time).total_seconds()
-            overhead.append((run.end_time - scheduled).total_seconds() - generation)
+            overhead.append((run.end_time - run.start_time).total_seconds() - generation)
+            end_to_end.append((run.end_time - scheduled).total_seconds())
             logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
             loads += sum(int(match.group(1)) for log in logs if (match := LOAD_LINE.search(log.message)))
-    return {"dispatch": dispatch, "overhead": overhead, "loads_seen_in_logs": loads}
+    return {"dispatch": dispatch, "overhead": overhead, "end_to_end": end_to_end, "loads_seen_in_logs": loads}
 
 
 def _summary(worker: str, profile: str, measured: dict[str, Any], model_loads: int) -> dict[str, Any]:
     summary: dict[str, Any] = {"worker": worker, "profile": profile, "jobs": len(measured["dispatch"])}
-    for name in ("dispatch", "overhead"):
+    for name in ("dispatch", "overhead", "end_to_end"):
         summary[f"{name}_p50_s"] = round(statistics.median(measured[name]), 3)
         summary[f"{name}_p95_s"] = round(percentile(measured[name], 0.95), 3)
     summary["model_loads"] = model_loads
@@ -169,13 +172,13 @@ def run_case(stack: Stack, settings: Settings, worker: str, profile: str, jobs: 
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    header = ("worker", "profile", "jobs", "dispatch p50", "p95", "overhead p50", "p95", "loads")
-    print("\n{:<8} {:<7} {:>4} {:>12} {:>7} {:>12} {:>7} {:>5}".format(*header))
+    header = ("worker", "profile", "jobs", "dispatch p50", "p95", "overhead p50", "p95", "e2e p50", "loads")
+    print("\n{:<8} {:<7} {:>4} {:>12} {:>7} {:>12} {:>7} {:>8} {:>5}".format(*header))
     for result in results:
         s = result["summary"]
         row = (s["worker"], s["profile"], s["jobs"], s["dispatch_p50_s"], s["dispatch_p95_s"])
-        row += (s["overhead_p50_s"], s["overhead_p95_s"], s["model_loads"])
-        print("{:<8} {:<7} {:>4} {:>12.3f} {:>7.3f} {:>12.3f} {:>7.3f} {:>5}".format(*row))
+        row += (s["overhead_p50_s"], s["overhead_p95_s"], s["end_to_end_p50_s"], s["model_loads"])
+        print("{:<8} {:<7} {:>4} {:>12.3f} {:>7.3f} {:>12.3f} {:>7.3f} {:>8.3f} {:>5}".format(*row))
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ class ProgressReporter:
         self._closing = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._artifact_id: uuid.UUID | None = None
+        self._artifact: asyncio.Task[uuid.UUID] | None = None
 
     def report(self, step: int, total: int) -> None:
         """Called from the device thread after each step."""
@@ -42,8 +42,11 @@ class ProgressReporter:
 
     async def __aenter__(self) -> ProgressReporter:
         self._loop = asyncio.get_running_loop()
-        self._artifact_id = await acreate_progress_artifact(
-            progress=0.0, key=f"job-{self.job_id}", description=f"{self.job_type} generation"
+        # Created alongside the first steps rather than before them: generation need not wait for it.
+        self._artifact = asyncio.create_task(
+            acreate_progress_artifact(
+                progress=0.0, key=f"job-{self.job_id}", description=f"{self.job_type} generation"
+            )
         )
         self._task = asyncio.create_task(self._publish_loop())
         return self
@@ -77,8 +80,8 @@ class ProgressReporter:
             await asyncio.to_thread(
                 set_progress, sessions_for(get_settings().database_url), self.job_id, percent
             )
-            if self._artifact_id is not None:
-                await aupdate_progress_artifact(self._artifact_id, progress=float(percent))
+            if self._artifact is not None:
+                await aupdate_progress_artifact(await self._artifact, progress=float(percent))
             emit_job_event("progress", self.job_id, self.user_id, self.job_type, {"progress": percent})
         except Exception as exc:
             get_run_logger().warning("could not publish progress %d%%: %s", percent, exc)
