@@ -79,7 +79,7 @@ async def _run_jobs(settings: Settings, deployment: str, count: int) -> list[uui
     ensure_profile(sessions, user_id)
     flow_runs = []
     for _ in range(count):
-        job = create_job(sessions, user_id=user_id, prompt="a lighthouse at dusk", **JOB)  # type: ignore[arg-type]
+        job = create_job(sessions, user_id=user_id, prompt="a lighthouse at dusk", **JOB).job  # type: ignore[arg-type]
         run = await run_deployment(
             deployment,
             parameters={"job_id": str(job.id), "job_type": job.job_type},

@@ -62,7 +62,7 @@ async def _submit(settings: Settings, local: LocalStack, on_gpu: bool) -> list[D
     video = {} if on_gpu else {"frames": CPU_VIDEO_FRAMES}
     jobs = []
     for job_type, metadata in (("sdxl_image_fast", {}), ("video_fast", video)):
-        job = create_job(sessions, user_id=DEMO_USER, job_type=job_type, prompt=PROMPT, metadata=metadata)
+        job = create_job(sessions, user_id=DEMO_USER, job_type=job_type, prompt=PROMPT, metadata=metadata).job
         flow_run = await dispatch_job(sessions, job.id, job_type)
         jobs.append(DemoJob(job.id, job_type, f"{local.ui_url}/runs/flow-run/{flow_run.id}"))
     return jobs

@@ -7,7 +7,7 @@ import signal
 import time
 import uuid
 from datetime import timedelta
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -30,14 +30,9 @@ def _settings() -> Settings:
         raise typer.Exit(1) from None
 
 
-def _not_yet(what: str, issue: int) -> NoReturn:
-    err.print(f"[yellow]`ourvidz {what}` is not available yet[/yellow]: it arrives with issue #{issue}.")
-    raise typer.Exit(2)
-
-
 @app.command()
 def up() -> None:
-    """Run the stack on this machine: Prefect server (unless PREFECT_API_URL is set), GPU worker."""
+    """Run the stack on this machine: Prefect server (unless PREFECT_API_URL is set), gateway, GPU worker."""
     from ourvidz.stack import StackError, start_local_stack
 
     settings = _settings()
@@ -50,6 +45,7 @@ def up() -> None:
     out = Console()
     out.print(f"Prefect UI:  {local.ui_url}")
     out.print(f"Prefect API: {local.api_url}")
+    out.print(f"Gateway:     {local.gateway_url}  (OpenAPI: {local.gateway_url}/docs)")
     out.print(f"GPU worker:  {local.worker_health_url}")
     out.print(f"Logs:        {settings.data_dir / 'logs'}")
     out.print("Press Ctrl-C to stop.")
@@ -92,9 +88,24 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 @app.command()
-def api() -> None:
-    """Serve the HTTP gateway (the spec's endpoints)."""
-    _not_yet("api", 5)
+def api(
+    host: Annotated[str | None, typer.Option(help="Interface (default: OURVIDZ_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: OURVIDZ_API_PORT).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Gateway processes.")] = 1,
+) -> None:
+    """Serve the HTTP gateway (the spec's endpoints); needs PREFECT_API_URL."""
+    import uvicorn
+
+    settings = _settings()
+    _require_prefect_api()
+    uvicorn.run(
+        "ourvidz.api.app:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_level="info",
+    )
 
 
 @app.command()

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_FIELDS = ("jwt_secret", "callback_secret", "webhook_secret")
+SECRET_FIELDS = ("jwt_secret", "callback_secret", "webhook_secret", "service_key")
 
 
 class Settings(BaseSettings):
@@ -60,6 +60,10 @@ class Settings(BaseSettings):
         None,
         description="Standard Webhooks signing secret of outgoing job webhooks (`whsec_` + base64); "
         "receivers verify with it.",
+    )
+    service_key: SecretStr | None = Field(
+        None,
+        description="Key that workers send (`x-service-key` header) to register themselves with the gateway.",
     )
     model_profile: Literal["tiny", "production", "noop"] = Field(
         "tiny",
@@ -104,6 +108,18 @@ class Settings(BaseSettings):
         None, description="Port of a GPU worker's status endpoint (`GET /health`); unset: no endpoint."
     )
     prefect_port: int = Field(4200, description="Port of the Prefect server that `ourvidz up` starts.")
+    api_host: str = Field("127.0.0.1", description="Interface the gateway (`ourvidz api`) listens on.")
+    api_port: int = Field(8000, description="Port of the gateway.")
+    rate_limit_jobs: str = Field("10/minute", description="Job creations per user (`limits` notation).")
+    rate_limit_enhance: str = Field("30/minute", description="Prompt enhancements and chat turns per user.")
+    rate_limit_health: str = Field("60/minute", description="Worker health reads per user.")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body the gateway reads (413)."
+    )
+    max_metadata_bytes: int = Field(16_384, ge=256, description="Largest job metadata, as JSON (400).")
+    callback_tolerance_seconds: int = Field(
+        300, ge=1, description="How old a signed job callback may be; older or replayed ones are refused."
+    )
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:

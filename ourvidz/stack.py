@@ -149,12 +149,13 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
 
 @dataclass
 class LocalStack:
-    """The embedded default, running: Prefect server (unless one was given), job DB, GPU worker."""
+    """The embedded default, running: Prefect server (unless one was given), job DB, gateway, GPU worker."""
 
     stack: Stack
     api_url: str
     ui_url: str
     worker_health_url: str
+    gateway_url: str
 
 
 def start_local_stack(settings: Settings, worker_health_port: int | None = None) -> LocalStack:
@@ -166,21 +167,26 @@ def start_local_stack(settings: Settings, worker_health_port: int | None = None)
         ourvidz = [sys.executable, "-m", "ourvidz"]
         stack.run_once("db-upgrade", [*ourvidz, "db", "upgrade"])
         stack.run_once("bootstrap", [*ourvidz, "bootstrap"])
+        _refuse_taken_port(settings.api_port, "OURVIDZ_API_PORT")
+        gateway = stack.start("gateway", [*ourvidz, "api", "--port", str(settings.api_port)])
         port = worker_health_port or free_port()
         worker = stack.start("gpu-worker", [*ourvidz, "worker", "--health-port", str(port)])
+        gateway_url = f"http://{settings.api_host}:{settings.api_port}"
+        wait_for_http(f"{gateway_url}/health", WORKER_START_SECONDS, gateway)
         health_url = f"http://127.0.0.1:{port}/health"
         wait_for_http(health_url, WORKER_START_SECONDS, worker)
     except BaseException:
         stack.stop()
         raise
-    return LocalStack(stack, api_url, api_url.removesuffix("/api"), health_url)
+    return LocalStack(stack, api_url, api_url.removesuffix("/api"), health_url, gateway_url)
 
 
 def _start_own_server(stack: Stack, port: int) -> str:
+    _refuse_taken_port(port, "OURVIDZ_PREFECT_PORT", " (or PREFECT_API_URL to use the server that is there)")
+    return stack.start_prefect_server(port)
+
+
+def _refuse_taken_port(port: int, setting: str, hint: str = "") -> None:
     with socket.socket() as sock:
         if sock.connect_ex(("127.0.0.1", port)) == 0:
-            raise StackError(
-                f"port {port} is taken: set OURVIDZ_PREFECT_PORT to a free port, or PREFECT_API_URL to use "
-                "the Prefect server that is already there"
-            )
-    return stack.start_prefect_server(port)
+            raise StackError(f"port {port} is taken: set {setting} to a free port{hint}")

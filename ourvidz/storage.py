@@ -64,6 +64,17 @@ class Storage:
         """The filesystem path of an object, after validation."""
         return f"{self.root}/{validate_bucket(bucket)}/{validate_key(key)}"
 
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def signed_url(self, bucket: str, key: str, expires_seconds: int = 3600) -> str | None:
+        """A time-limited URL for the object where the filesystem can sign (S3, GCS...), else None."""
+        try:
+            return self.fs.sign(self.path(bucket, key), expiration=expires_seconds)
+        except NotImplementedError:
+            return None
+
     def location(self, bucket: str, key: str) -> str:
         """The object's full URL (`file:///...`, `s3://...`), for people and logs."""
         return self.fs.unstrip_protocol(self.path(bucket, key))

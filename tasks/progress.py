@@ -15,10 +15,10 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
+from ourvidz.api.events import emit_job_event
 from ourvidz.config import get_settings
 from ourvidz.db.session import sessions_for
 from ourvidz.jobs.finish import set_progress
-from tasks.events import emit_job_event
 
 GENERATION_SHARE = 95  # the last 5 % are storing the files
 

@@ -31,7 +31,7 @@ def user(sessions: sessionmaker[Session]) -> uuid.UUID:
 def _job(
     sessions: sessionmaker[Session], user: uuid.UUID, job_type: str = "sdxl_image_fast", **kw: object
 ) -> Job:
-    return create_job(sessions, user_id=user, job_type=job_type, prompt="a quiet harbour", **kw)  # type: ignore[arg-type]
+    return create_job(sessions, user_id=user, job_type=job_type, prompt="a quiet harbour", **kw).job  # type: ignore[arg-type]
 
 
 def test_create_checks_like_the_flow_will(sessions: sessionmaker[Session], user: uuid.UUID) -> None:

@@ -14,12 +14,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 from prefect.states import Cancelled, Completed, Failed, State
 
+from ourvidz.api.events import emit_job_event
 from ourvidz.generation.control import Cancelled as GenerationCancelled
 from ourvidz.generation.results import GenerationResult
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.jobs.start import JobNotFound, JobNotRunnable, JobRejected
-from tasks.events import emit_job_event
 from tasks.stages import enhance, finish, generate, store, validate, webhook
 
 

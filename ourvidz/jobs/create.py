@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.catalog import get_job_type
-from ourvidz.db.models import Job, Profile
+from ourvidz.db.models import Image, Job, Profile, Video
 from ourvidz.jobs.spec import build_request, job_bucket, requested_tier
 from ourvidz.policy import ContentTier
 
@@ -27,6 +28,11 @@ def ensure_profile(
             session.add(Profile(id=user_id, content_tier_allowed=tier, age_verified=age_verified))
 
 
+class NewJob(NamedTuple):
+    job: Job
+    created: bool  # False: an earlier job with the same idempotency key was returned
+
+
 def create_job(
     sessions: sessionmaker[Session],
     *,
@@ -35,31 +41,66 @@ def create_job(
     prompt: str,
     metadata: dict[str, Any] | None = None,
     project_id: uuid.UUID | None = None,
+    image_id: uuid.UUID | None = None,
+    video_id: uuid.UUID | None = None,
     webhook_url: str | None = None,
     idempotency_key: str | None = None,
     max_attempts: int = 3,
-) -> Job:
+) -> NewJob:
     """A queued job, checked like the flow will check it (type, prompt, options); raises on bad input.
 
-    With an `idempotency_key` already used by this user, the existing job is returned instead.
+    The job's output row is linked now (the given image/video row, or a new placeholder), so a client
+    can show it before generation ends. With an `idempotency_key` this user already used, the earlier
+    job is returned instead, also when two such requests race.
     """
     job = get_job_type(job_type)
     metadata = dict(metadata or {})
     build_request(job.name, prompt, metadata)
     job_bucket(job, metadata)
     requested_tier(metadata)
-    with sessions.begin() as session:
-        if idempotency_key is not None:
-            existing = session.scalar(
-                select(Job).where(Job.user_id == user_id, Job.idempotency_key == idempotency_key)
-            )
-            if existing is not None:
-                return existing
-        row = Job(
-            user_id=user_id, job_type=job.name, queue=job.queue, format=job.format, quality=job.quality,
-            model_type=job.model_variant, original_prompt=prompt, meta=metadata, project_id=project_id,
-            webhook_url=webhook_url, idempotency_key=idempotency_key, max_attempts=max_attempts,
-        )  # fmt: skip
-        session.add(row)
+    if idempotency_key is not None and (earlier := _by_key(sessions, user_id, idempotency_key)) is not None:
+        return NewJob(earlier, False)
+    try:
+        with sessions.begin() as session:
+            row = Job(
+                user_id=user_id, job_type=job.name, queue=job.queue, format=job.format, quality=job.quality,
+                model_type=job.model_variant, original_prompt=prompt, meta=metadata, project_id=project_id,
+                webhook_url=webhook_url, idempotency_key=idempotency_key, max_attempts=max_attempts,
+            )  # fmt: skip
+            session.add(row)
+            session.flush()
+            _link_output_row(session, row, image_id, video_id)
+            return NewJob(row, True)
+    except IntegrityError:
+        if idempotency_key is None or (earlier := _by_key(sessions, user_id, idempotency_key)) is None:
+            raise
+        return NewJob(earlier, False)
+
+
+def _by_key(sessions: sessionmaker[Session], user_id: uuid.UUID, key: str) -> Job | None:
+    with sessions() as session:
+        return session.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+
+
+def _link_output_row(
+    session: Session, job: Job, image_id: uuid.UUID | None, video_id: uuid.UUID | None
+) -> None:
+    common = {"user_id": job.user_id, "project_id": job.project_id, "job_id": job.id, "status": "queued"}
+    if job.format == "video":
+        video = session.get(Video, video_id) if video_id else None
+        if video is None:
+            video = Video(prompt=job.original_prompt, quality=job.quality, **common)
+            session.add(video)
+        else:
+            video.job_id, video.status = job.id, "queued"
         session.flush()
-        return row
+        job.video_id = video.id
+    else:
+        image = session.get(Image, image_id) if image_id else None
+        if image is None:
+            image = Image(image_index=0, prompt=job.original_prompt, quality=job.quality, **common)
+            session.add(image)
+        else:
+            image.job_id, image.image_index, image.status = job.id, 0, "queued"
+        session.flush()
+        job.image_id = image.id

@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ourvidz.db.models import Job
+from ourvidz.db.models import Image, Job, Video
 from ourvidz.job_status import JobStatus
 
 MAX_ERROR_CHARS = 2000
@@ -36,4 +36,9 @@ def finish_job(
         if job is None or job.status.is_final:
             return False
         job.transition_to(status, error=None if error is None else error[:MAX_ERROR_CHARS])
+        if job.status is not JobStatus.COMPLETED:  # the placeholder rows say why no file will come
+            for model, row_id in ((Image, job.image_id), (Video, job.video_id)):
+                row = session.get(model, row_id) if row_id else None
+                if row is not None and row.status != "completed":
+                    row.status = str(job.status)
         return True

@@ -21,20 +21,24 @@ def record_outputs(sessions: sessionmaker[Session], spec: JobSpec, assets: list[
             details = {
                 "bucket": asset.bucket, "storage_key": asset.key, "width": asset.width,
                 "height": asset.height, "seed": asset.seed, "size_bytes": asset.size_bytes,
-                "quality": job_type.quality, "status": "completed",
+                "quality": job_type.quality, "status": "completed", **common, **texts,
             }  # fmt: skip
             if asset.type == "image":
-                row = Image(image_index=asset.index, format="png", **details, **common, **texts)
-                session.add(row)
+                image = session.get(Image, job.image_id) if asset.index == 0 and job.image_id else None
+                if image is None:
+                    image = Image(image_index=asset.index)
+                    session.add(image)
+                _fill(image, format="png", image_index=asset.index, **details)
                 session.flush()
                 if asset.index == 0:
-                    job.image_id = row.id
+                    job.image_id = image.id
             elif asset.type == "video":
-                video = Video(
-                    format="mp4", frames=asset.frames, fps=spec.request.fps, duration_seconds=asset.duration,
-                    thumbnail_key=thumbnails.get(asset.index), **details, **common, **texts,
-                )  # fmt: skip
-                session.add(video)
+                video = session.get(Video, job.video_id) if job.video_id else None
+                if video is None:
+                    video = Video()
+                    session.add(video)
+                _fill(video, format="mp4", frames=asset.frames, fps=spec.request.fps, **details)
+                _fill(video, duration_seconds=asset.duration, thumbnail_key=thumbnails.get(asset.index))
                 session.flush()
                 job.video_id = video.id
         images = sum(1 for asset in assets if asset.type == "image") or 1
@@ -45,3 +49,8 @@ def record_outputs(sessions: sessionmaker[Session], spec: JobSpec, assets: list[
                 meta={"assets": len(assets), "queue": job_type.queue},
             )
         )  # fmt: skip
+
+
+def _fill(row: Image | Video, **values: object) -> None:
+    for name, value in values.items():
+        setattr(row, name, value)

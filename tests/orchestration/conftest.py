@@ -17,38 +17,52 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.api.dispatch import dispatch_job
+from ourvidz.auth import Role, mint_token
 from ourvidz.config import Settings
 from ourvidz.db import migrate
 from ourvidz.db.models import Job
 from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import create_job, ensure_profile
 from ourvidz.stack import Stack, free_port, wait_for_http
+from tests.conftest import POSTGRES_URL
 
 OURVIDZ = [sys.executable, "-m", "ourvidz"]
 
 
 @dataclass
 class Orchestra:
-    """Everything a flow test needs: settings shared with the worker, sessions, API and worker URLs."""
+    """Everything a flow or gateway test needs: settings shared with the processes, sessions, URLs."""
 
     settings: Settings
     sessions: sessionmaker[Session]
     api_url: str
     worker_health_url: str
+    gateway_url: str
     stack: Stack
     user_id: uuid.UUID
+
+    def token(self, user_id: uuid.UUID | None = None, admin: bool = False) -> str:
+        assert self.settings.jwt_secret is not None
+        roles = frozenset({Role.ADMIN}) if admin else frozenset()
+        return mint_token(
+            self.settings.jwt_secret.get_secret_value(), "authenticated", user_id or self.user_id, roles
+        )
+
+    def headers(self, user_id: uuid.UUID | None = None, admin: bool = False) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token(user_id, admin)}"}
 
     def client(self) -> SyncPrefectClient:
         return get_client(sync_client=True)
 
     def submit(self, job_type: str, prompt: str = "a lighthouse at dusk", **kwargs: object) -> uuid.UUID:
-        job = create_job(self.sessions, user_id=self.user_id, job_type=job_type, prompt=prompt, **kwargs)  # type: ignore[arg-type]
+        job = create_job(self.sessions, user_id=self.user_id, job_type=job_type, prompt=prompt, **kwargs).job  # type: ignore[arg-type]
         asyncio.run(dispatch_job(self.sessions, job.id, job_type))
         return job.id
 
@@ -79,14 +93,26 @@ class Orchestra:
 
 
 @pytest.fixture(scope="session")
-def orchestra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra]:
+def orchestra_database(postgres_admin: sa.Engine) -> Iterator[str]:
+    """The job database of the session's processes: a private PostgreSQL schema."""
+    schema = f"orch_{uuid.uuid4().hex[:12]}"
+    with postgres_admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with postgres_admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture(scope="session")
+def orchestra(tmp_path_factory: pytest.TempPathFactory, orchestra_database: str) -> Iterator[Orchestra]:
     data_dir: Path = tmp_path_factory.mktemp("orchestra")
     env = {name: value for name, value in os.environ.items() if not name.startswith("OURVIDZ_")}
-    env["OURVIDZ_DATA_DIR"] = str(data_dir)
+    env.update({"OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_DATABASE_URL": orchestra_database})
     stack = Stack(data_dir, env=env)
     try:
         api_url = stack.start_prefect_server(free_port())
-        settings = Settings(data_dir=data_dir)
+        settings = Settings(data_dir=data_dir, database_url=orchestra_database)
         migrate.upgrade(settings.database_url)
         stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
         health_port = free_port()
@@ -95,10 +121,14 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orchestra]:
         )
         health_url = f"http://127.0.0.1:{health_port}/health"
         wait_for_http(health_url, 300, worker)
+        gateway_port = free_port()
+        gateway = stack.start("gateway", [*OURVIDZ, "api", "--port", str(gateway_port)])
+        gateway_url = f"http://127.0.0.1:{gateway_port}"
+        wait_for_http(f"{gateway_url}/health", 60, gateway)
         sessions = sessions_for(settings.database_url)
         user_id = uuid.uuid4()
         ensure_profile(sessions, user_id)
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            yield Orchestra(settings, sessions, api_url, health_url, stack, user_id)
+            yield Orchestra(settings, sessions, api_url, health_url, gateway_url, stack, user_id)
     finally:
         stack.stop()

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,10 @@ from tests.orchestration.conftest import OURVIDZ
 
 def _env(data_dir: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OURVIDZ_", "PREFECT_API_URL"))}
-    return {**env, "OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_PREFECT_PORT": str(port)}
+    return {
+        **env, "OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_PREFECT_PORT": str(port),
+        "OURVIDZ_API_PORT": str(free_port()),
+    }  # fmt: skip
 
 
 def _port_open(port: int) -> bool:
@@ -60,7 +64,10 @@ def test_up_serves_until_ctrl_c_then_stops_everything(tmp_path: Path) -> None:
         text = "".join(lines)
         assert f"Prefect UI:  http://127.0.0.1:{port}" in text, text
         worker_url = re.search(r"GPU worker:\s+(\S+)", text)
-        assert worker_url is not None
+        gateway_url = re.search(r"Gateway:\s+(\S+)", text)
+        assert worker_url is not None and gateway_url is not None
+        assert httpx.get(f"{gateway_url.group(1)}/health", timeout=5).json() == {"status": "ok"}
+        assert httpx.get(f"{gateway_url.group(1)}/jobs/{uuid.uuid4()}", timeout=5).status_code == 401
         assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
         assert httpx.get(worker_url.group(1), timeout=5).json()["work_pool"] == "gpu"
         process.send_signal(signal.SIGINT)

@@ -25,14 +25,16 @@ def _server_state(orchestra: Orchestra) -> dict[str, Any]:
         pool = client.read_work_pool("gpu")
         queues = {q: client.read_work_queue_by_name(q, work_pool_name="gpu") for q in GENERATION_QUEUES}
         deployments = {q: client.read_deployment_by_name(deployment_name(q)) for q in GENERATION_QUEUES}
+    # Configuration only: `updated` also moves whenever a worker polls a queue or deployment.
     return {
-        "pool": (pool.id, pool.type, pool.updated),
-        "queues": {q: (w.id, w.concurrency_limit, w.updated) for q, w in queues.items()},
+        "pool": (pool.id, pool.type, pool.base_job_template, pool.concurrency_limit),
+        "queues": {q: (w.id, w.concurrency_limit, w.is_paused, w.priority) for q, w in queues.items()},
         "deployments": {
-            q: (d.id, d.entrypoint, d.work_pool_name, d.work_queue_name, sorted(d.tags), d.updated)
+            q: (d.id, d.entrypoint, d.work_pool_name, d.work_queue_name, sorted(d.tags), d.description,
+                d.parameter_openapi_schema, d.version)
             for q, d in deployments.items()
         },
-    }
+    }  # fmt: skip
 
 
 def _bootstrap(orchestra: Orchestra, **env: str) -> list[str]:
@@ -50,8 +52,8 @@ def _bootstrap(orchestra: Orchestra, **env: str) -> list[str]:
 def test_bootstrap_made_what_the_workers_need(orchestra: Orchestra) -> None:
     state = _server_state(orchestra)
     assert state["pool"][1] == "ourvidz-gpu"
-    assert {q: limit for q, (_, limit, _) in state["queues"].items()} == {"sdxl": 1, "wan": 1}
-    for queue, (_, entrypoint, pool, work_queue, tags, _) in state["deployments"].items():
+    assert {q: limit for q, (_, limit, *_) in state["queues"].items()} == {"sdxl": 1, "wan": 1}
+    for queue, (_, entrypoint, pool, work_queue, tags, *_) in state["deployments"].items():
         assert (entrypoint, pool, work_queue, tags) == (
             GENERATION_ENTRYPOINT,
             "gpu",

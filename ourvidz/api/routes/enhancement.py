@@ -1,0 +1,137 @@
+"""Prompt enhancement and the playground chat (spec section 2 and 4).
+
+Until an enhancer is configured, enhance-prompt returns the prompt unchanged with strategy `none`, as
+the generation flow does. The chat forwards a conversation to the registered chat worker
+(OpenAI-compatible `/v1/chat/completions`) and keeps every message, per user.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, Response
+from sqlalchemy import select
+
+from ourvidz.api.errors import ApiError, not_found
+from ourvidz.api.schemas import (
+    ChatRequest,
+    ChatResponse,
+    EnhancePromptRequest,
+    EnhancePromptResponse,
+    SimpleResponse,
+)
+from ourvidz.api.security import Admin, User
+from ourvidz.api.state import Gateway, gateway
+from ourvidz.api.workers import load_worker
+from ourvidz.catalog import UnknownJobType, get_job_type
+from ourvidz.db.models import Conversation, Message, Project, SystemConfig
+from ourvidz.jobs.enhancement import NO_ENHANCEMENT
+from ourvidz.policy import ContentTier
+
+router = APIRouter(tags=["enhancement"])
+GatewayDep = Annotated[Gateway, Depends(gateway)]
+CHAT_TIMEOUT_SECONDS = 60.0
+CHAT_HISTORY = 20
+PROMPT_CACHE_KEY = "prompt_cache"
+
+
+@router.post("/enhance-prompt", response_model=EnhancePromptResponse)
+def enhance_prompt(
+    body: EnhancePromptRequest, response: Response, user: User, gw: GatewayDep
+) -> EnhancePromptResponse:
+    gw.limits.hit("enhance", user.user_id, response)
+    try:
+        job_type = get_job_type(body.job_type)
+    except UnknownJobType as exc:
+        raise ApiError(400, "INVALID_JOB_TYPE", str(exc), {"valid": exc.valid}) from None
+    enhanced = body.prompt
+    metadata = {
+        "original_length": len(body.prompt), "enhanced_length": len(enhanced), "expansion_percentage": "0.0",
+        "job_type": job_type.name, "format": body.format or job_type.format,
+        "quality": body.quality or job_type.quality, "is_sdxl": job_type.family == "sdxl",
+        "is_video": job_type.output == "video", "enhancement_strategy": NO_ENHANCEMENT, "model_used": "none",
+        "token_budget": job_type.token_budget, "version": "1",
+    }  # fmt: skip
+    return EnhancePromptResponse(
+        original_prompt=body.prompt, enhanced_prompt=enhanced, enhancement_strategy=NO_ENHANCEMENT,
+        enhancement_metadata=metadata, optimization={},
+    )  # fmt: skip
+
+
+@router.post("/playground-chat", response_model=ChatResponse)
+def playground_chat(body: ChatRequest, response: Response, user: User, gw: GatewayDep) -> ChatResponse:
+    """One chat turn; the user's message is kept even when no chat worker answers (503)."""
+    gw.limits.hit("enhance", user.user_id, response)
+    with gw.sessions.begin() as session:
+        if body.project_id is not None:
+            project = session.get(Project, body.project_id)
+            if project is None or project.user_id != user.user_id:
+                raise not_found("project")
+        if body.conversation_id is not None:
+            conversation = session.get(Conversation, body.conversation_id)
+            if conversation is None or conversation.user_id != user.user_id:
+                raise not_found("conversation")
+        else:
+            tier = ContentTier(body.content_tier or ContentTier.ARTISTIC)
+            conversation = Conversation(
+                user_id=user.user_id, project_id=body.project_id, title=body.message[:60], content_tier=tier
+            )
+            session.add(conversation)
+            session.flush()
+        session.add(Message(conversation_id=conversation.id, sender="user", content=body.message))
+        conversation_id = conversation.id
+        history = [
+            {"role": m.sender, "content": m.content}
+            for m in session.scalars(
+                select(Message).where(Message.conversation_id == conversation_id).order_by(Message.created_at)
+            ).all()[-CHAT_HISTORY:]
+        ]
+    reply = _ask_chat_worker(gw, history)  # the history ends with this turn's message
+    with gw.sessions.begin() as session:
+        answer = Message(conversation_id=conversation_id, sender="assistant", content=reply)
+        session.add(answer)
+        session.flush()
+        return ChatResponse(conversation_id=conversation_id, response=reply, message_id=answer.id)
+
+
+def _ask_chat_worker(gw: Gateway, messages: list[dict[str, str]]) -> str:
+    worker = load_worker(gw.sessions, "chat")
+    if worker is None:
+        raise ApiError(503, "CHAT_WORKER_UNAVAILABLE", "no chat worker is registered; your message was kept")
+    try:
+        answer = httpx.post(
+            f"{worker['url']}/v1/chat/completions", json={"messages": messages}, timeout=CHAT_TIMEOUT_SECONDS
+        )
+        answer.raise_for_status()
+        return str(answer.json()["choices"][0]["message"]["content"])
+    except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ApiError(
+            503, "CHAT_WORKER_UNAVAILABLE", "the chat worker did not answer; your message was kept",
+            {"reason": f"{type(exc).__name__}: {exc}"},
+        ) from None  # fmt: skip
+
+
+@router.post("/refresh-prompt-cache", response_model=SimpleResponse)
+def refresh_prompt_cache(_admin: Admin, gw: GatewayDep) -> SimpleResponse:
+    """Bump the prompt-cache version that every process compares with the one it loaded."""
+    now = datetime.now(UTC).isoformat()
+    with gw.sessions.begin() as session:
+        row = session.get(SystemConfig, PROMPT_CACHE_KEY, with_for_update=True)
+        version = int((row.value if row else {}).get("version", 0)) + 1
+        value: dict[str, Any] = {"version": version, "refreshed_at": now}
+        if row is None:
+            session.add(SystemConfig(key=PROMPT_CACHE_KEY, value=value))
+        else:
+            row.value = value
+    return SimpleResponse(message=f"prompt cache version {version}", details=value)
+
+
+@router.post("/validate-enhancement-fix", response_model=SimpleResponse)
+def validate_enhancement_fix(_admin: Admin) -> SimpleResponse:
+    raise ApiError(
+        503,
+        "ENHANCEMENT_NOT_CONFIGURED",
+        "no prompt enhancer is configured yet, so there is nothing to validate",
+    )

@@ -1,0 +1,249 @@
+"""Request and response bodies of the gateway, in the spec's shapes (camelCase) and the later snake_case.
+
+Requests accept both spellings of each field. Responses use the spec's names; records (jobs, images,
+videos) use the database's snake_case column names, as the spec's Supabase tables do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl
+
+from ourvidz.db.models import Job
+
+
+def _either(camel: str, snake: str) -> Any:
+    return Field(default=None, validation_alias=AliasChoices(camel, snake))
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class QueueJobRequest(Request):
+    """The spec's QueueJobRequest, or the later form with `job_type` and `prompt` at the top level."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra={"examples": [
+        {"jobType": "sdxl_image_fast", "metadata": {"prompt": "beautiful landscape", "quality": "fast"}},
+        {"job_type": "wan_video_fast", "prompt": "a boat at dawn", "num_images": 1},
+    ]})  # fmt: skip
+
+    job_type: str = Field(validation_alias=AliasChoices("jobType", "job_type"), min_length=1, max_length=64)
+    prompt: str | None = Field(default=None, max_length=10_000)
+    metadata: dict[str, Any] | None = None
+    project_id: uuid.UUID | None = _either("projectId", "project_id")
+    video_id: uuid.UUID | None = _either("videoId", "video_id")
+    image_id: uuid.UUID | None = _either("imageId", "image_id")
+    num_images: int | None = _either("numImages", "num_images")
+    webhook_url: HttpUrl | None = _either("webhookUrl", "webhook_url")
+
+
+class JobRecord(BaseModel):
+    """The spec's JobRecord: a row of `jobs`."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    job_type: str
+    status: str
+    progress: int
+    error_message: str | None
+    attempts: int
+    max_attempts: int
+    metadata: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    project_id: uuid.UUID | None
+    image_id: uuid.UUID | None
+    video_id: uuid.UUID | None
+    format: str | None
+    quality: str | None
+    model_type: str | None
+    original_prompt: str | None
+    enhanced_prompt: str | None
+    enhancement_strategy: str | None
+    template_name: str | None
+    queue: str | None
+    flow_run_id: uuid.UUID | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobRecord:
+        fields = {name: getattr(job, name) for name in cls.model_fields if name != "metadata"}
+        return cls(metadata=dict(job.meta or {}), **fields)
+
+
+class QueueJobDebug(BaseModel):
+    userId: uuid.UUID
+    hasPrompt: bool
+    redisConfigured: bool
+    timestamp: datetime
+    workersOnline: bool | None = Field(
+        description="whether a GPU worker serves the job's queue now; None when Prefect could not be asked"
+    )
+    idempotentReplay: bool = False
+
+
+class QueueJobResponse(BaseModel):
+    success: bool = True
+    job: JobRecord
+    message: str
+    queueLength: int
+    modelVariant: str
+    debug: QueueJobDebug
+
+
+class AssetOut(BaseModel):
+    type: Literal["image", "video", "thumbnail"]
+    url: str = Field(description="gateway path that serves the file to its owner")
+    bucket: str
+    key: str
+    width: int | None
+    height: int | None
+    seed: int | None
+    size_bytes: int | None
+    frames: int | None = None
+    duration: float | None = None
+
+
+class JobStatusResponse(BaseModel):
+    success: bool = True
+    job: JobRecord
+    progress: int
+    assets: list[AssetOut]
+    error: str | None
+
+
+class CancelResponse(BaseModel):
+    success: bool = True
+    job: JobRecord
+    message: str
+
+
+class JobCallbackRequest(Request):
+    """The spec's JobCallbackRequest, or the snake_case form with `assets` and `metadata`."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    job_id: uuid.UUID = Field(validation_alias=AliasChoices("jobId", "job_id"))
+    status: Literal["processing", "completed", "failed"]
+    file_path: str | None = _either("filePath", "file_path")
+    output_url: str | None = _either("outputUrl", "output_url")
+    image_urls: list[str] | None = _either("imageUrls", "image_urls")
+    assets: list[dict[str, Any]] | None = None
+    error_message: str | None = Field(
+        default=None, validation_alias=AliasChoices("errorMessage", "error_message"), max_length=10_000
+    )
+    enhanced_prompt: str | None = Field(
+        default=None, validation_alias=AliasChoices("enhancedPrompt", "enhanced_prompt"), max_length=10_000
+    )
+    metadata: dict[str, Any] | None = None
+
+
+class CallbackResponse(BaseModel):
+    success: bool = True
+    job: JobRecord
+    message: str
+
+
+class EnhancePromptRequest(Request):
+    prompt: str = Field(min_length=1, max_length=10_000)
+    job_type: str = Field(validation_alias=AliasChoices("jobType", "job_type"), max_length=64)
+    format: str | None = Field(default=None, max_length=16)
+    quality: Literal["fast", "high"] | None = None
+    selected_model: Literal["qwen_instruct", "qwen_base"] | None = _either("selectedModel", "selected_model")
+    user_id: uuid.UUID | None = None
+    regeneration: bool = False
+    selected_presets: list[str] | None = _either("selectedPresets", "selected_presets")
+
+
+class EnhancePromptResponse(BaseModel):
+    success: bool = True
+    original_prompt: str
+    enhanced_prompt: str
+    enhancement_strategy: str
+    enhancement_metadata: dict[str, Any]
+    optimization: dict[str, Any]
+
+
+class ChatRequest(Request):
+    message: str = Field(min_length=1, max_length=20_000)
+    conversation_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None
+    content_tier: Literal["artistic", "explicit", "unrestricted"] | None = None
+
+
+class ChatResponse(BaseModel):
+    success: bool = True
+    conversation_id: uuid.UUID
+    response: str
+    message_id: uuid.UUID
+
+
+class AdminImageRequest(Request):
+    prompt: str = Field(min_length=1, max_length=10_000)
+    model: Literal["sdxl", "wan"]
+    quality: Literal["fast", "high"]
+
+
+class UpdateWorkerUrlRequest(Request):
+    worker_type: Literal["sdxl", "wan", "video", "chat"] = Field(
+        validation_alias=AliasChoices("workerType", "worker_type")
+    )
+    url: HttpUrl
+
+
+class RegisterChatWorkerRequest(Request):
+    worker_url: HttpUrl = Field(validation_alias=AliasChoices("workerUrl", "worker_url"))
+    capabilities: list[str] = Field(default_factory=list, max_length=50)
+    max_concurrent_chats: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        validation_alias=AliasChoices("maxConcurrentChats", "max_concurrent_chats"),
+    )
+
+
+class RegistrationInfo(BaseModel):
+    autoRegistered: bool
+    registrationMethod: str
+    detectionMethod: str
+    lastUpdated: str
+    lastRegistrationAttempt: str
+
+
+class WorkerUrlResponse(BaseModel):
+    success: bool
+    workerUrl: str
+    isHealthy: bool
+    healthError: str | None = None
+    registrationInfo: RegistrationInfo | None = None
+
+
+class WorkerHealth(BaseModel):
+    status: Literal["healthy", "unhealthy"]
+    responseTime: float
+
+
+class HealthCheckResponse(BaseModel):
+    workers: dict[str, WorkerHealth]
+    overallStatus: Literal["healthy", "degraded", "unhealthy"]
+
+
+class CheckResult(BaseModel):
+    ok: bool
+    seconds: float
+    detail: str
+
+
+class SelfCheckResponse(BaseModel):
+    success: bool
+    checks: dict[str, CheckResult]
+
+
+class SimpleResponse(BaseModel):
+    success: bool = True
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,82 @@
+"""Who is calling: a user token, an admin, or a worker holding the service key.
+
+Every endpoint declares one of these dependencies; none is open. Admin means the signed token says
+so or the `user_roles` table does. Tokens are verified with PyJWT (HS256 only, audience and expiry
+required), service keys are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+
+from ourvidz.api.errors import ApiError
+from ourvidz.api.state import Gateway, gateway
+from ourvidz.auth import InvalidToken, Principal, Role, decode_token
+from ourvidz.db.models import UserRole
+
+SERVICE_KEY_HEADER = "x-service-key"
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def principal_from_token(gw: Gateway, token: str | None) -> Principal:
+    if token is None:
+        raise ApiError(
+            401, "UNAUTHORIZED", "a bearer token is required", headers={"www-authenticate": "Bearer"}
+        )
+    secret = gw.settings.jwt_secret
+    assert secret is not None
+    try:
+        principal = decode_token(secret.get_secret_value(), gw.settings.jwt_audience, token)
+    except InvalidToken:
+        raise ApiError(
+            401, "INVALID_TOKEN", "the token is invalid or expired", headers={"www-authenticate": "Bearer"}
+        ) from None
+    if not principal.is_admin and _has_admin_row(gw, principal):
+        principal = Principal(principal.user_id, principal.roles | {Role.ADMIN})
+    return principal
+
+
+def _has_admin_row(gw: Gateway, principal: Principal) -> bool:
+    with gw.sessions() as session:
+        query = select(UserRole.id).where(UserRole.user_id == principal.user_id, UserRole.role == Role.ADMIN)
+        return session.scalar(query) is not None
+
+
+def current_user(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> Principal:
+    return principal_from_token(gw, bearer_token(request))
+
+
+def current_admin(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+    if not user.is_admin:
+        raise ApiError(403, "FORBIDDEN", "this endpoint is for admins")
+    return user
+
+
+def has_service_key(request: Request, gw: Gateway) -> bool:
+    given = request.headers.get(SERVICE_KEY_HEADER)
+    key = gw.settings.service_key
+    return given is not None and key is not None and hmac.compare_digest(given, key.get_secret_value())
+
+
+def service_or_admin(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> Principal | None:
+    """A worker with the service key (None), or an admin user."""
+    if has_service_key(request, gw):
+        return None
+    user = principal_from_token(gw, bearer_token(request))
+    if not user.is_admin:
+        raise ApiError(403, "FORBIDDEN", "the service key or an admin token is required")
+    return user
+
+
+User = Annotated[Principal, Depends(current_user)]
+Admin = Annotated[Principal, Depends(current_admin)]
+ServiceOrAdmin = Annotated[Principal | None, Depends(service_or_admin)]
