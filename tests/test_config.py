@@ -55,6 +55,15 @@ def test_every_setting_reads_its_environment_variable(
         "OURVIDZ_WORK_POOL": "gpu-east",
         "OURVIDZ_WORKER_HEALTH_PORT": "8123",
         "OURVIDZ_PREFECT_PORT": "4300",
+        "OURVIDZ_SERVICE_KEY": "service-from-env",
+        "OURVIDZ_API_HOST": "0.0.0.0",
+        "OURVIDZ_API_PORT": "8080",
+        "OURVIDZ_RATE_LIMIT_JOBS": "5/minute",
+        "OURVIDZ_RATE_LIMIT_ENHANCE": "6/minute",
+        "OURVIDZ_RATE_LIMIT_HEALTH": "7/minute",
+        "OURVIDZ_MAX_BODY_BYTES": "2048",
+        "OURVIDZ_MAX_METADATA_BYTES": "512",
+        "OURVIDZ_CALLBACK_TOLERANCE_SECONDS": "60",
         "OURVIDZ_MODEL_PROFILE": "production",
         "OURVIDZ_MODELS_DIR": str(tmp_path / "weights"),
         "OURVIDZ_SDXL_MODEL": "/models/sdxl.safetensors",
@@ -80,6 +89,13 @@ def test_every_setting_reads_its_environment_variable(
     assert settings.torch_compile is True
     assert (settings.sdxl_concurrency, settings.wan_concurrency, settings.work_pool) == (2, 3, "gpu-east")
     assert (settings.worker_health_port, settings.prefect_port) == (8123, 4300)
+    assert settings.service_key is not None and settings.service_key.get_secret_value() == "service-from-env"
+    assert (settings.api_host, settings.api_port) == ("0.0.0.0", 8080)
+    limits = (settings.rate_limit_jobs, settings.rate_limit_enhance, settings.rate_limit_health)
+    assert limits == ("5/minute", "6/minute", "7/minute")
+    assert (settings.max_body_bytes, settings.max_metadata_bytes, settings.callback_tolerance_seconds) == (
+        2048, 512, 60,
+    )  # fmt: skip
     assert not (settings.data_dir / "secrets").exists()
     assert "jwt-from-env" not in repr(settings)
 
@@ -103,18 +119,15 @@ def test_embedded_secrets_are_generated_private_and_reused() -> None:
     first = Settings()
     secrets_dir = first.data_dir / "secrets"
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
-    for name in ("jwt_secret", "callback_secret", "webhook_secret"):
+    for name in ("jwt_secret", "callback_secret", "webhook_secret", "service_key"):
         assert stat.S_IMODE((secrets_dir / name).stat().st_mode) == 0o600
     assert first.jwt_secret is not None and first.callback_secret is not None
     assert len(first.jwt_secret.get_secret_value()) >= 32
     assert first.jwt_secret.get_secret_value() != first.callback_secret.get_secret_value()
     second = Settings()
     assert second.jwt_secret == first.jwt_secret and second.callback_secret == first.callback_secret
-    assert sorted(p.name for p in secrets_dir.iterdir()) == [
-        "callback_secret",
-        "jwt_secret",
-        "webhook_secret",
-    ]
+    names = ["callback_secret", "jwt_secret", "service_key", "webhook_secret"]
+    assert sorted(p.name for p in secrets_dir.iterdir()) == names
     assert first.webhook_secret is not None
     webhook = first.webhook_secret.get_secret_value()
     assert webhook.startswith("whsec_") and len(base64.b64decode(webhook.removeprefix("whsec_"))) == 32
@@ -142,11 +155,13 @@ def test_production_refuses_to_start_without_secrets(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("OURVIDZ_ENVIRONMENT", "production")
     monkeypatch.setenv("OURVIDZ_JWT_SECRET", "set")
     monkeypatch.setenv("OURVIDZ_WEBHOOK_SECRET", "whsec_c2V0")
+    monkeypatch.setenv("OURVIDZ_SERVICE_KEY", "set")
     with pytest.raises(ValidationError, match="needs these secrets set: OURVIDZ_CALLBACK_SECRET") as info:
         Settings()
     assert "JWT" not in str(info.value) and "WEBHOOK" not in str(info.value)
     monkeypatch.delenv("OURVIDZ_JWT_SECRET")
     monkeypatch.delenv("OURVIDZ_WEBHOOK_SECRET")
+    monkeypatch.delenv("OURVIDZ_SERVICE_KEY")
     with pytest.raises(ValidationError, match="OURVIDZ_JWT_SECRET, OURVIDZ_CALLBACK_SECRET, OURVIDZ_WEBHOOK"):
         Settings()
 

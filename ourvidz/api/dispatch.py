@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -64,12 +65,18 @@ class Dispatcher:
     pool has an online worker (refreshed in the background, so requests never wait for it)."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], work_pool: str, interval: float = OUTBOX_INTERVAL_SECONDS
+        self,
+        sessions: sessionmaker[Session],
+        work_pool: str,
+        interval: float = OUTBOX_INTERVAL_SECONDS,
+        grace_seconds: float = OUTBOX_GRACE_SECONDS,
     ) -> None:
         self.sessions = sessions
         self.work_pool = work_pool
         self.interval = interval
+        self.grace_seconds = grace_seconds
         self.workers_online: bool | None = None
+        self._online_checked = time.monotonic()
         self._client: PrefectClient | None = None
         self._loops: list[asyncio.Task[None]] = []
 
@@ -109,7 +116,7 @@ class Dispatcher:
         return dispatched
 
     def _undispatched(self) -> list[tuple[uuid.UUID, str]]:
-        cutoff = utcnow() - timedelta(seconds=OUTBOX_GRACE_SECONDS)
+        cutoff = utcnow() - timedelta(seconds=self.grace_seconds)
         with self.sessions() as session:
             rows = session.execute(
                 select(Job.id, Job.job_type)
@@ -126,7 +133,13 @@ class Dispatcher:
             self.workers_online = None  # unknown: Prefect or the pool is not there
         else:
             self.workers_online = any(worker.status == WorkerStatus.ONLINE for worker in workers)
+        self._online_checked = time.monotonic()
         return self.workers_online
+
+    @property
+    def workers_online_age(self) -> float:
+        """Seconds since the pool was last asked."""
+        return time.monotonic() - self._online_checked
 
     async def _pool_loop(self) -> None:
         while True:

@@ -109,7 +109,8 @@ async def realtime_socket(socket: WebSocket) -> None:
     try:
         principal = await asyncio.to_thread(principal_from_token, gw, token)
         hub = _hub(gw)
-    except ApiError as exc:
+    except ApiError as exc:  # accept first, so the client can read why it is closed
+        await socket.accept()
         await socket.close(code=4401 if exc.status == 401 else 1013, reason=exc.code)
         return
     await socket.accept()

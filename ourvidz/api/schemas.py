@@ -100,10 +100,10 @@ class AssetOut(BaseModel):
     url: str = Field(description="gateway path that serves the file to its owner")
     bucket: str
     key: str
-    width: int | None
-    height: int | None
-    seed: int | None
-    size_bytes: int | None
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
+    size_bytes: int | None = None
     frames: int | None = None
     duration: float | None = None
 

@@ -62,6 +62,9 @@ def create_job(
         return NewJob(earlier, False)
     try:
         with sessions.begin() as session:
+            if session.get(Profile, user_id) is None:  # first job of an authenticated user
+                session.add(Profile(id=user_id))
+                session.flush()
             row = Job(
                 user_id=user_id, job_type=job.name, queue=job.queue, format=job.format, quality=job.quality,
                 model_type=job.model_variant, original_prompt=prompt, meta=metadata, project_id=project_id,

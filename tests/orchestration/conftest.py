@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from ourvidz.db.models import Job
 from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import create_job, ensure_profile
 from ourvidz.stack import Stack, free_port, wait_for_http
-from tests.conftest import POSTGRES_URL
+from tests.conftest import private_schema
 
 OURVIDZ = [sys.executable, "-m", "ourvidz"]
 
@@ -95,13 +96,8 @@ class Orchestra:
 @pytest.fixture(scope="session")
 def orchestra_database(postgres_admin: sa.Engine) -> Iterator[str]:
     """The job database of the session's processes: a private PostgreSQL schema."""
-    schema = f"orch_{uuid.uuid4().hex[:12]}"
-    with postgres_admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    with postgres_admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    with private_schema(postgres_admin, "orch") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -132,3 +128,31 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory, orchestra_database: str)
             yield Orchestra(settings, sessions, api_url, health_url, gateway_url, stack, user_id)
     finally:
         stack.stop()
+
+
+@contextmanager
+def extra_gateway(
+    orchestra: Orchestra, name: str, prefect_url: str, database_url: str | None = None
+) -> Iterator[str]:
+    """Another `ourvidz api` process beside the session's, with its own Prefect URL (and database)."""
+    # No client retries: calls to an unreachable Prefect fail at once instead of backing off.
+    env = {**orchestra.stack.env, "PREFECT_API_URL": prefect_url, "PREFECT_CLIENT_MAX_RETRIES": "0"}
+    if database_url is not None:
+        env["OURVIDZ_DATABASE_URL"] = database_url
+    stack = Stack(orchestra.settings.data_dir, env=env)
+    port = free_port()
+    try:
+        process = stack.start(name, [*OURVIDZ, "api", "--port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/health", 60, process)
+        yield url
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def private_database(postgres_admin: sa.Engine) -> Iterator[str]:
+    """A migrated job database nobody else uses (jobs in it are never run)."""
+    with private_schema(postgres_admin, "gw") as url:
+        migrate.upgrade(url)
+        yield url

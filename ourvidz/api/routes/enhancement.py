@@ -27,6 +27,7 @@ from ourvidz.api.state import Gateway, gateway
 from ourvidz.api.workers import load_worker
 from ourvidz.catalog import UnknownJobType, get_job_type
 from ourvidz.db.models import Conversation, Message, Project, SystemConfig
+from ourvidz.jobs.create import ensure_profile
 from ourvidz.jobs.enhancement import NO_ENHANCEMENT
 from ourvidz.policy import ContentTier
 
@@ -64,6 +65,7 @@ def enhance_prompt(
 def playground_chat(body: ChatRequest, response: Response, user: User, gw: GatewayDep) -> ChatResponse:
     """One chat turn; the user's message is kept even when no chat worker answers (503)."""
     gw.limits.hit("enhance", user.user_id, response)
+    ensure_profile(gw.sessions, user.user_id)
     with gw.sessions.begin() as session:
         if body.project_id is not None:
             project = session.get(Project, body.project_id)
@@ -130,8 +132,9 @@ def refresh_prompt_cache(_admin: Admin, gw: GatewayDep) -> SimpleResponse:
 
 @router.post("/validate-enhancement-fix", response_model=SimpleResponse)
 def validate_enhancement_fix(_admin: Admin) -> SimpleResponse:
-    raise ApiError(
-        503,
-        "ENHANCEMENT_NOT_CONFIGURED",
-        "no prompt enhancer is configured yet, so there is nothing to validate",
+    """Until an enhancer is configured prompts pass unchanged, so no template change can be validated."""
+    return SimpleResponse(
+        success=False,
+        message="no prompt enhancer is configured; nothing was validated",
+        details={"enhancement_strategy": NO_ENHANCEMENT, "cases": []},
     )

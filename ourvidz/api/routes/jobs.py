@@ -9,12 +9,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 from sqlalchemy import func, select
 
+from ourvidz.api.dispatch import Dispatcher
 from ourvidz.api.errors import ApiError, not_found
 from ourvidz.api.schemas import (
     AssetOut,
@@ -182,16 +185,13 @@ async def cancel_job(job_id: uuid.UUID, user: User, gw: GatewayDep) -> CancelRes
     if job.status.is_final:
         raise ApiError(409, "JOB_ALREADY_FINAL", f"the job is already {job.status}")
     if job.flow_run_id is not None and gw.dispatcher is not None:
-        run = await gw.dispatcher.client.read_flow_run(job.flow_run_id)
-        if run.state_type not in (
-            StateType.COMPLETED,
-            StateType.FAILED,
-            StateType.CANCELLED,
-            StateType.CRASHED,
-        ):
-            await gw.dispatcher.client.set_flow_run_state(
-                job.flow_run_id, Cancelling(message="cancelled by user")
-            )
+        try:
+            await _cancel_flow_run(gw.dispatcher, job.flow_run_id)
+        except (httpx.HTTPError, ObjectNotFound) as exc:
+            if job.status is not JobStatus.QUEUED:  # a running job can only be stopped through Prefect
+                raise ApiError(
+                    503, "ORCHESTRATOR_UNAVAILABLE", "Prefect cannot be reached; retry shortly"
+                ) from exc
     if job.status is JobStatus.QUEUED:
         await asyncio.to_thread(finish_job, gw.sessions, job.id, JobStatus.CANCELLED)
         message = "job cancelled before it started"
@@ -199,6 +199,12 @@ async def cancel_job(job_id: uuid.UUID, user: User, gw: GatewayDep) -> CancelRes
         message = "job is cancelling; generation stops at its next step"
     job = await asyncio.to_thread(owned_job, gw, user, job_id)
     return CancelResponse(job=JobRecord.of(job), message=message)
+
+
+async def _cancel_flow_run(dispatcher: Dispatcher, flow_run_id: uuid.UUID) -> None:
+    run = await dispatcher.client.read_flow_run(flow_run_id)
+    if run.state_type not in (StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED):
+        await dispatcher.client.set_flow_run_state(flow_run_id, Cancelling(message="cancelled by user"))
 
 
 @router.get("/files/{bucket}/{key:path}", responses=ERRORS, response_class=Response)

@@ -1,0 +1,259 @@
+"""The gateway's job endpoints over real HTTP, with the real Prefect server and GPU worker behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+from sqlalchemy import select
+
+from ourvidz.api.dispatch import Dispatcher
+from ourvidz.db.models import Job, Project
+from ourvidz.db.session import sessions_for
+from ourvidz.job_status import JobStatus
+from ourvidz.jobs.create import create_job, ensure_profile
+from tests.orchestration.conftest import Orchestra, extra_gateway
+from tests.orchestration.peers import SwitchableProxy
+
+SMALL = {"width": 64, "height": 64, "steps": 2}
+
+
+def _new_user(orchestra: Orchestra) -> uuid.UUID:
+    user_id = uuid.uuid4()
+    ensure_profile(orchestra.sessions, user_id)
+    return user_id
+
+
+def _post(
+    orchestra: Orchestra, path: str, body: Any, user: uuid.UUID | None = None, **kw: Any
+) -> httpx.Response:
+    headers = {**orchestra.headers(user), **kw.pop("headers", {})}
+    return httpx.post(f"{orchestra.gateway_url}{path}", json=body, headers=headers, timeout=30, **kw)
+
+
+def _wait_done(
+    orchestra: Orchestra, job_id: str, user: uuid.UUID | None = None, timeout: float = 120
+) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = httpx.get(
+            f"{orchestra.gateway_url}/jobs/{job_id}", headers=orchestra.headers(user), timeout=30
+        )
+        assert status.status_code == 200, status.text
+        if status.json()["job"]["status"] in ("completed", "failed", "cancelled"):
+            return status.json()
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not final after {timeout} s")
+
+
+def test_queue_job_in_the_spec_shape_runs_to_completion(orchestra: Orchestra) -> None:
+    user = _new_user(orchestra)
+    body = {
+        "jobType": "sdxl_image_fast",
+        "metadata": {"prompt": "beautiful landscape", "quality": "fast", **SMALL},
+    }
+    answer = _post(orchestra, "/functions/v1/queue-job", body, user)
+    assert answer.status_code == 201, answer.text
+    queued = answer.json()
+    assert queued["success"] is True and queued["modelVariant"] == "sdxl-1.0" and queued["queueLength"] >= 1
+    assert queued["job"]["status"] == "queued" and queued["job"]["original_prompt"] == "beautiful landscape"
+    assert queued["debug"]["userId"] == str(user) and queued["debug"]["hasPrompt"] is True
+    assert queued["debug"]["workersOnline"] is True
+    assert "prompt" not in queued["job"]["metadata"] and queued["job"]["metadata"]["quality"] == "fast"
+    assert answer.headers["x-ratelimit-limit"] == "10" and answer.headers["x-ratelimit-remaining"] == "9"
+    done = _wait_done(orchestra, queued["job"]["id"], user)
+    assert done["job"]["status"] == "completed" and done["progress"] == 100 and done["error"] is None
+    (image,) = done["assets"]
+    assert image["type"] == "image" and (image["width"], image["height"]) == (64, 64)
+    picture = httpx.get(f"{orchestra.gateway_url}{image['url']}", headers=orchestra.headers(user), timeout=30)
+    assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+    stranger = httpx.get(
+        f"{orchestra.gateway_url}{image['url']}", headers=orchestra.headers(_new_user(orchestra))
+    )
+    assert stranger.status_code == 404
+
+
+def test_snake_case_form_and_video_assets(orchestra: Orchestra) -> None:
+    body = {"job_type": "wan_video_fast", "prompt": "a boat at dawn", "metadata": {**SMALL, "frames": 5}}
+    answer = _post(orchestra, "/queue-job", body)
+    assert answer.status_code == 201, answer.text
+    job = answer.json()["job"]
+    assert (job["job_type"], job["queue"], job["format"]) == ("video_fast", "wan", "video")
+    assert job["video_id"] is not None and job["image_id"] is None
+    done = _wait_done(orchestra, job["id"])
+    assert [a["type"] for a in done["assets"]] == ["video", "thumbnail"]
+    assert done["assets"][0]["frames"] == 5 and done["job"]["video_id"] == job["video_id"]
+
+
+def test_idempotency_key_returns_the_same_job_and_one_flow_run(orchestra: Orchestra) -> None:
+    key = f"click-{uuid.uuid4()}"
+    body = {"jobType": "sdxl_image_fast", "metadata": {"prompt": "same click twice", **SMALL}}
+    first = _post(orchestra, "/queue-job", body, headers={"idempotency-key": key})
+    second = _post(orchestra, "/queue-job", body, headers={"idempotency-key": key})
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert first.json()["job"]["id"] == second.json()["job"]["id"]
+    assert second.json()["debug"]["idempotentReplay"] is True
+    job_id = first.json()["job"]["id"]
+    _wait_done(orchestra, job_id)
+    with orchestra.client() as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(idempotency_key=FlowRunFilterIdempotencyKey(any_=[job_id]))
+        )
+    assert len(runs) == 1
+
+
+def _job(job_type: str = "image_fast", **fields: Any) -> dict[str, Any]:
+    return {"jobType": job_type, "prompt": "x", **fields}
+
+
+BAD_BODIES = {
+    "unknown type": (_job("sdxl_video"), 400, "INVALID_JOB_TYPE"),
+    "no prompt": ({"jobType": "sdxl_image_fast"}, 400, "MISSING_PROMPT"),
+    "blank prompt": (_job(prompt="   "), 400, "MISSING_PROMPT"),
+    "two images": (_job("sdxl_image_fast", num_images=2), 400, "INVALID_PARAMETERS"),
+    "odd width": (_job("sdxl_image_fast", metadata={"width": 1001}), 400, "INVALID_PARAMETERS"),
+    "bad bucket": (_job(metadata={"bucket": "../x"}), 400, "INVALID_PARAMETERS"),
+    "big metadata": (_job(metadata={"n": "x" * 20_000}), 400, "METADATA_TOO_LARGE"),
+    "unknown field": (_job(colour="red"), 400, "INVALID_PARAMETERS"),
+    "not a uuid": (_job(projectId="12"), 400, "INVALID_PARAMETERS"),
+    "wrong type": ({"jobType": ["image_fast"], "prompt": "x"}, 400, "INVALID_PARAMETERS"),
+    "someone's project": (_job(projectId="OTHER"), 404, "NOT_FOUND"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+def test_bad_requests_get_the_spec_error_body(orchestra: Orchestra, case: str) -> None:
+    body, status, code = BAD_BODIES[case]
+    if body.get("projectId") == "OTHER":
+        owner = _new_user(orchestra)
+        with orchestra.sessions.begin() as session:
+            project = Project(user_id=owner, title="theirs")
+            session.add(project)
+            session.flush()
+            body = {**body, "projectId": str(project.id)}
+    user = _new_user(orchestra)
+    answer = _post(orchestra, "/queue-job", body, user)
+    assert answer.status_code == status, answer.text
+    error = answer.json()
+    assert set(error) == {"error", "code", "details", "timestamp"} and error["code"] == code
+    assert "pydantic" not in answer.text and "Traceback" not in answer.text
+    with orchestra.sessions() as session:
+        assert session.scalars(select(Job).where(Job.user_id == user)).all() == []
+
+
+def test_malformed_and_oversized_bodies(orchestra: Orchestra) -> None:
+    url, headers = (
+        f"{orchestra.gateway_url}/queue-job",
+        {**orchestra.headers(), "content-type": "application/json"},
+    )
+    broken = httpx.post(url, content=b'{"jobType": ', headers=headers)
+    assert (broken.status_code, broken.json()["code"]) == (400, "INVALID_PARAMETERS")
+    assert broken.json()["details"] == [{"field": "body", "message": "the body is not valid JSON"}]
+    huge = httpx.post(url, content=b'{"prompt": "' + b"x" * 2_000_000 + b'"}', headers=headers)
+    assert (huge.status_code, huge.json()["code"]) == (413, "PAYLOAD_TOO_LARGE")
+    unknown = httpx.get(f"{orchestra.gateway_url}/no-such-endpoint", headers=headers)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "NOT_FOUND")
+    wrong_method = httpx.get(url, headers=headers)
+    assert (wrong_method.status_code, wrong_method.json()["code"]) == (405, "METHOD_NOT_ALLOWED")
+
+
+def test_jobs_are_private_to_their_owner(orchestra: Orchestra) -> None:
+    owner, other = _new_user(orchestra), _new_user(orchestra)
+    answer = _post(
+        orchestra, "/queue-job", {"jobType": "image_fast", "prompt": "mine", "metadata": SMALL}, owner
+    )
+    job_id = answer.json()["job"]["id"]
+    for user in (other,):
+        read = httpx.get(f"{orchestra.gateway_url}/jobs/{job_id}", headers=orchestra.headers(user))
+        cancel = _post(orchestra, f"/jobs/{job_id}/cancel", None, user)
+        missing = httpx.get(f"{orchestra.gateway_url}/jobs/{uuid.uuid4()}", headers=orchestra.headers(user))
+        assert read.status_code == cancel.status_code == missing.status_code == 404
+        assert read.json() | {"timestamp": None} == missing.json() | {
+            "timestamp": None
+        }  # nothing to tell apart
+    admin = httpx.get(
+        f"{orchestra.gateway_url}/jobs/{job_id}", headers=orchestra.headers(_new_user(orchestra), admin=True)
+    )
+    assert admin.status_code == 200 and admin.json()["job"]["user_id"] == str(owner)
+    _wait_done(orchestra, job_id, owner)
+
+
+def test_cancel_a_running_job_through_the_gateway(orchestra: Orchestra) -> None:
+    answer = _post(orchestra, "/queue-job", {"jobType": "sdxl_image_fast", "prompt": "slow", "metadata":
+                                             {"width": 256, "height": 256, "steps": 100}})  # fmt: skip
+    job_id = answer.json()["job"]["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{orchestra.gateway_url}/jobs/{job_id}", headers=orchestra.headers()).json()
+        if status["progress"] > 0:
+            break
+        time.sleep(0.1)
+    cancel = _post(orchestra, f"/jobs/{job_id}/cancel", None)
+    assert cancel.status_code == 202 and "next step" in cancel.json()["message"]
+    done = _wait_done(orchestra, job_id)
+    assert done["job"]["status"] == "cancelled" and done["progress"] < 95 and done["assets"] == []
+    again = _post(orchestra, f"/jobs/{job_id}/cancel", None)
+    assert (again.status_code, again.json()["code"]) == (409, "JOB_ALREADY_FINAL")
+
+
+def test_rate_limit_is_exact_at_the_boundary(orchestra: Orchestra) -> None:
+    user = _new_user(orchestra)
+    body = {"prompt": "a boat", "jobType": "sdxl_image_fast"}
+    answers = [_post(orchestra, "/enhance-prompt", body, user) for _ in range(31)]
+    assert [a.status_code for a in answers] == [200] * 30 + [429]
+    assert [a.headers["x-ratelimit-remaining"] for a in answers[:30]] == [str(29 - i) for i in range(30)]
+    refused = answers[-1]
+    assert refused.json()["code"] == "RATE_LIMITED" and int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-limit"] == "30" and refused.headers["x-ratelimit-remaining"] == "0"
+    assert _post(orchestra, "/enhance-prompt", body).status_code == 200  # other users are not affected
+
+
+def test_a_job_accepted_while_prefect_is_away_is_dispatched_when_it_returns(orchestra: Orchestra) -> None:
+    proxy = SwitchableProxy("127.0.0.1", int(orchestra.api_url.rsplit(":", 1)[1].split("/")[0]))
+    with extra_gateway(orchestra, "gateway-prefect-away", proxy.url) as gateway:
+        body = _job(prompt="later", metadata=SMALL)
+        answer = httpx.post(f"{gateway}/queue-job", json=body, headers=orchestra.headers(), timeout=30)
+        assert answer.status_code == 201 and answer.json()["debug"]["workersOnline"] is None
+        job_id = uuid.UUID(answer.json()["job"]["id"])
+        time.sleep(1)
+        with orchestra.sessions() as session:
+            job = session.get_one(Job, job_id)
+            assert (job.status, job.flow_run_id) == (JobStatus.QUEUED, None)
+        proxy.up = True
+        done = _wait_done(orchestra, str(job_id), timeout=120)
+    assert done["job"]["status"] == "completed" and done["job"]["flow_run_id"] is not None
+
+
+def test_outbox_dispatches_only_once_prefect_answers(orchestra: Orchestra, private_database: str) -> None:
+    """The dispatcher itself, on a database of its own (so the session's gateway cannot step in)."""
+    proxy = SwitchableProxy("127.0.0.1", int(orchestra.api_url.rsplit(":", 1)[1].split("/")[0]))
+    sessions = sessions_for(private_database)
+    user = uuid.uuid4()
+    ensure_profile(sessions, user)
+    job = create_job(sessions, user_id=user, job_type="image_fast", prompt="x", metadata=SMALL).job
+
+    async def scenario() -> tuple[object, int, int]:
+        with temporary_settings(updates={PREFECT_API_URL: proxy.url, PREFECT_CLIENT_MAX_RETRIES: 0}):
+            dispatcher = Dispatcher(sessions, "gpu", grace_seconds=0)
+            await dispatcher.start()
+            try:
+                first = await dispatcher.dispatch(job.id, job.job_type)
+                while_down = await dispatcher.drain_once()
+                proxy.up = True
+                once_back = await dispatcher.drain_once()
+            finally:
+                await dispatcher.stop()
+        return first, while_down, once_back
+
+    assert asyncio.run(scenario()) == (None, 0, 1)
+    with sessions() as session:
+        row = session.get_one(Job, job.id)
+    assert row.status is JobStatus.QUEUED and row.flow_run_id is not None
+    with orchestra.client() as client:
+        assert client.read_flow_run(row.flow_run_id).idempotency_key == str(job.id)
