@@ -105,6 +105,8 @@ def api(
         port=port or settings.api_port,
         workers=workers,
         log_level="info",
+        # bounded: dispatches still in flight when it stops are left to the outbox of the next start
+        timeout_graceful_shutdown=10,
     )
 
 

@@ -1,7 +1,9 @@
 """Handing queued jobs to the generation deployment of their queue, so that no accepted job is lost.
 
-The gateway dispatches right after it answers (`run_deployment`, `timeout=0`, the job id as the
-idempotency key, so a second dispatch of the same job returns the same flow run). A job whose
+The gateway dispatches right after it answers (what `run_deployment(timeout=0)` does, with the job id
+as the idempotency key, so a second dispatch of the same job returns the same flow run; the gateway
+keeps each queue's deployment id instead of reading the deployment again for every job, and bounds
+how many dispatches are in flight so a burst of jobs cannot starve the requests themselves). A job whose
 dispatch failed (Prefect unreachable, deployment missing) stays queued without a flow run; the
 outbox loop finds such jobs and dispatches them once Prefect answers again.
 """
@@ -12,11 +14,13 @@ import asyncio
 import logging
 import time
 import uuid
+from contextlib import AsyncExitStack
 from datetime import timedelta
 
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun, WorkerStatus
-from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Scheduled
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +34,7 @@ OUTBOX_INTERVAL_SECONDS = 2.0
 OUTBOX_GRACE_SECONDS = 5.0  # younger jobs are still being dispatched by the request that made them
 OUTBOX_BATCH = 100
 POOL_REFRESH_SECONDS = 5.0
+DISPATCH_CONCURRENCY = 4
 logger = logging.getLogger(__name__)
 
 
@@ -39,18 +44,25 @@ def deployment_name(queue: str) -> str:
 
 
 async def dispatch_job(
-    sessions: sessionmaker[Session], job_id: uuid.UUID, job_type: str, client: PrefectClient | None = None
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    job_type: str,
+    client: PrefectClient | None = None,
+    deployment_id: uuid.UUID | None = None,
 ) -> FlowRun:
-    """Create the job's flow run (once) and link it from the job row."""
-    queue = get_job_type(job_type).queue
-    flow_run = await run_deployment(
-        deployment_name(queue),
-        client=client,
-        parameters={"job_id": str(job_id), "job_type": job_type},
-        timeout=0,
-        idempotency_key=str(job_id),
-        as_subflow=False,
-    )
+    """Create the job's flow run (once) on its queue's deployment and link it from the job row."""
+    async with AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(get_client())
+        if deployment_id is None:
+            queue = get_job_type(job_type).queue
+            deployment_id = (await client.read_deployment_by_name(deployment_name(queue))).id
+        flow_run = await client.create_flow_run_from_deployment(
+            deployment_id,
+            parameters={"job_id": str(job_id), "job_type": job_type},
+            state=Scheduled(),
+            idempotency_key=str(job_id),
+        )
     await asyncio.to_thread(_link, sessions, job_id, flow_run.id)
     return flow_run
 
@@ -79,6 +91,9 @@ class Dispatcher:
         self._online_checked = time.monotonic()
         self._client: PrefectClient | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._deployments: dict[str, uuid.UUID] = {}
+        self._pending: set[uuid.UUID] = set()  # being dispatched now: the outbox leaves them alone
+        self._slots = asyncio.Semaphore(DISPATCH_CONCURRENCY)
 
     async def start(self) -> None:
         self._client = get_client()
@@ -99,11 +114,23 @@ class Dispatcher:
 
     async def dispatch(self, job_id: uuid.UUID, job_type: str) -> FlowRun | None:
         """Dispatch now; on failure the job waits for the outbox loop (nothing is lost)."""
+        queue = get_job_type(job_type).queue
+        self._pending.add(job_id)
         try:
-            return await dispatch_job(self.sessions, job_id, job_type, self._client)
+            async with self._slots:
+                if queue not in self._deployments:
+                    deployment = await self.client.read_deployment_by_name(deployment_name(queue))
+                    self._deployments[queue] = deployment.id
+                return await dispatch_job(
+                    self.sessions, job_id, job_type, self.client, self._deployments[queue]
+                )
         except Exception as exc:
+            if isinstance(exc, ObjectNotFound):  # the deployment was deleted or re-created
+                self._deployments.pop(queue, None)
             logger.warning("dispatch of job %s deferred to the outbox: %s", job_id, exc)
             return None
+        finally:
+            self._pending.discard(job_id)
 
     async def drain_once(self) -> int:
         """Dispatch queued jobs that have no flow run yet; returns how many were dispatched."""
@@ -124,7 +151,7 @@ class Dispatcher:
                 .order_by(Job.created_at)
                 .limit(OUTBOX_BATCH)
             ).all()
-        return [(row.id, row.job_type) for row in rows]
+        return [(row.id, row.job_type) for row in rows if row.id not in self._pending]
 
     async def refresh_workers_online(self) -> bool | None:
         try:

@@ -23,7 +23,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 
 from ourvidz.api.errors import ApiError
 from ourvidz.api.events import JOB_EVENT_PREFIX, WORKER_EVENT_PREFIX, job_status_update, owner_of
-from ourvidz.api.security import User, principal_from_token
+from ourvidz.api.security import User, principal_from_token, with_granted_roles
 from ourvidz.api.state import Gateway, gateway
 from ourvidz.auth import Principal
 
@@ -107,8 +107,9 @@ async def realtime_socket(socket: WebSocket) -> None:
     if token is None and header.lower().startswith("bearer "):
         token = header[7:].strip()
     try:
-        principal = await asyncio.to_thread(principal_from_token, gw, token)
+        principal = principal_from_token(gw, token)
         hub = _hub(gw)
+        principal = await asyncio.to_thread(with_granted_roles, gw, principal)
     except ApiError as exc:  # accept first, so the client can read why it is closed
         await socket.accept()
         await socket.close(code=4401 if exc.status == 401 else 1013, reason=exc.code)
@@ -129,6 +130,7 @@ async def realtime_sse(
     request: Request, user: User, gw: Annotated[Gateway, Depends(gateway)]
 ) -> StreamingResponse:
     hub = _hub(gw)
+    user = await asyncio.to_thread(with_granted_roles, gw, user)
     queue = hub.connect(user)
 
     async def stream() -> AsyncIterator[str]:

@@ -1,8 +1,9 @@
 """Who is calling: a user token, an admin, or a worker holding the service key.
 
 Every endpoint declares one of these dependencies; none is open. Admin means the signed token says
-so or the `user_roles` table does. Tokens are verified with PyJWT (HS256 only, audience and expiry
-required), service keys are compared in constant time.
+so or the `user_roles` table does; the table is read only where being an admin changes the answer,
+so a plain user request costs no database round trip here. Tokens are verified with PyJWT (HS256
+only, audience and expiry required), service keys are compared in constant time.
 """
 
 from __future__ import annotations
@@ -40,22 +41,28 @@ def principal_from_token(gw: Gateway, token: str | None) -> Principal:
         raise ApiError(
             401, "INVALID_TOKEN", "the token is invalid or expired", headers={"www-authenticate": "Bearer"}
         ) from None
-    if not principal.is_admin and _has_admin_row(gw, principal):
-        principal = Principal(principal.user_id, principal.roles | {Role.ADMIN})
     return principal
 
 
-def _has_admin_row(gw: Gateway, principal: Principal) -> bool:
+def with_granted_roles(gw: Gateway, principal: Principal) -> Principal:
+    """The principal, made admin when `user_roles` grants it (the token may predate the grant)."""
+    if principal.is_admin:
+        return principal
     with gw.sessions() as session:
         query = select(UserRole.id).where(UserRole.user_id == principal.user_id, UserRole.role == Role.ADMIN)
-        return session.scalar(query) is not None
+        if session.scalar(query) is None:
+            return principal
+    return Principal(principal.user_id, principal.roles | {Role.ADMIN})
 
 
 def current_user(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> Principal:
     return principal_from_token(gw, bearer_token(request))
 
 
-def current_admin(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+def current_admin(
+    user: Annotated[Principal, Depends(current_user)], gw: Annotated[Gateway, Depends(gateway)]
+) -> Principal:
+    user = with_granted_roles(gw, user)
     if not user.is_admin:
         raise ApiError(403, "FORBIDDEN", "this endpoint is for admins")
     return user
@@ -71,7 +78,7 @@ def service_or_admin(request: Request, gw: Annotated[Gateway, Depends(gateway)])
     """A worker with the service key (None), or an admin user."""
     if has_service_key(request, gw):
         return None
-    user = principal_from_token(gw, bearer_token(request))
+    user = with_granted_roles(gw, principal_from_token(gw, bearer_token(request)))
     if not user.is_admin:
         raise ApiError(403, "FORBIDDEN", "the service key or an admin token is required")
     return user

@@ -11,12 +11,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.config import normalize_database_url
 
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url`; SQLite gets foreign keys, WAL and a busy timeout so processes can share it."""
     url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        # a pool as wide as the gateway's thread pool: an overflow connection is a new server process
+        # per checkout, which under load costs more than the query it serves
+        kwargs = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, **kwargs}
         return create_engine(url, pool_pre_ping=True, **kwargs)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

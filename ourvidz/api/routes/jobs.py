@@ -28,7 +28,7 @@ from ourvidz.api.schemas import (
     QueueJobRequest,
     QueueJobResponse,
 )
-from ourvidz.api.security import User
+from ourvidz.api.security import User, with_granted_roles
 from ourvidz.api.state import Gateway, gateway
 from ourvidz.auth import Principal
 from ourvidz.catalog import UnknownJobType, get_job_type
@@ -50,7 +50,7 @@ def owned_job(gw: Gateway, user: Principal, job_id: uuid.UUID) -> Job:
     """The job if the caller owns it or is an admin; 404 otherwise (its existence stays hidden)."""
     with gw.sessions() as session:
         job = session.get(Job, job_id)
-    if job is None or (job.user_id != user.user_id and not user.is_admin):
+    if job is None or (job.user_id != user.user_id and not with_granted_roles(gw, user).is_admin):
         raise not_found("job")
     return job
 
@@ -211,7 +211,7 @@ async def _cancel_flow_run(dispatcher: Dispatcher, flow_run_id: uuid.UUID) -> No
 def download(bucket: str, key: str, user: User, gw: GatewayDep) -> Response:
     """A generated file, for its owner (keys start with the owner's id) or an admin."""
     owner = key.split("/", 1)[0]
-    if owner != str(user.user_id) and not user.is_admin:
+    if owner != str(user.user_id) and not with_granted_roles(gw, user).is_admin:
         raise not_found("file")
     try:
         path = gw.storage.path(bucket, key)

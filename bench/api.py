@@ -1,0 +1,282 @@
+"""Gateway load benchmark: queue-job latency and throughput against `ourvidz api` on PostgreSQL.
+
+    python bench/api.py                          # 100 requests/s, then 20 and 100 clients
+    python bench/api.py --duration 30 --json out.json --prefect-db sqlite
+
+Starts a Prefect server on a fresh PostgreSQL database of the same server (the scale-out setup;
+`--prefect-db sqlite` for the embedded default), bootstraps it, and one gateway process on a fresh
+PostgreSQL schema (`--database`, default the local `test` database). No GPU worker runs: jobs
+stay queued, but each one is recorded and dispatched to Prefect in the gateway's background exactly
+as in production. Phases, each started only once the previous one's jobs all have their flow run
+(that wait is reported as the dispatch lag):
+
+- open loop: a fixed request rate, whatever the answers take (the spec's < 100 ms target at 100/s);
+  once more with the Prefect server stopped (SIGSTOP), which is the gateway's own cost: it accepts
+  and records jobs while their dispatches wait, and they all reach Prefect after SIGCONT;
+- closed loop: N clients each send queue-job as fast as answers come (throughput, latency);
+- baseline: the same open loop on `GET /health` (no auth, no database) in the same run.
+
+Targets: queue-job p99 <= 100 ms at 100 requests/s on this 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from ourvidz.auth import mint_token
+from ourvidz.config import Settings
+from ourvidz.db import migrate
+from ourvidz.db.models import Job
+from ourvidz.db.session import make_engine, sessions_for
+from ourvidz.jobs.create import ensure_profile
+from ourvidz.stack import Stack, free_port, wait_for_http
+
+OURVIDZ = [sys.executable, "-m", "ourvidz"]
+USERS = 200
+BODY = {
+    "jobType": "sdxl_image_fast",
+    "metadata": {"prompt": "a lighthouse at dusk", "width": 512, "height": 512},
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def summary(
+    name: str, latencies: list[float], statuses: list[int], seconds: float, **extra: Any
+) -> dict[str, Any]:
+    ok = [lat for lat, status in zip(latencies, statuses, strict=True) if status in (200, 201)]
+    return {
+        "phase": name, **extra, "requests": len(statuses), "errors": len(statuses) - len(ok),
+        "throughput_rps": round(len(ok) / seconds, 1),
+        "p50_ms": round(statistics.median(ok) * 1000, 1) if ok else None,
+        "p99_ms": round(percentile(ok, 0.99) * 1000, 1) if ok else None,
+        "max_ms": round(max(ok) * 1000, 1) if ok else None,
+    }  # fmt: skip
+
+
+async def _send(client: httpx.AsyncClient, path: str, headers: dict[str, str] | None) -> tuple[float, int]:
+    """One request; a transport failure (refused, reset, timeout) counts as an error with status 0."""
+    started = time.perf_counter()
+    try:
+        if headers is None:
+            answer = await client.get(path)
+        else:
+            answer = await client.post(path, json=BODY, headers=headers)
+    except httpx.HTTPError:
+        return time.perf_counter() - started, 0
+    return time.perf_counter() - started, answer.status_code
+
+
+async def closed_loop(url: str, tokens: list[str], clients: int, duration: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: list[int] = []
+    deadline = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client_loop(index: int, client: httpx.AsyncClient) -> None:
+        headers = {"authorization": f"Bearer {tokens[index % len(tokens)]}"}
+        while time.perf_counter() < deadline:
+            latency, status = await _send(client, "/queue-job", headers)
+            latencies.append(latency)
+            statuses.append(status)
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(i, client) for i in range(clients)))
+        elapsed = time.perf_counter() - started
+    return summary("closed loop", latencies, statuses, elapsed, clients=clients)
+
+
+async def open_loop(url: str, tokens: list[str] | None, rate: float, duration: float) -> dict[str, Any]:
+    """A request every 1/rate s whatever the answers take; queue-job with tokens, else GET /health."""
+    latencies: list[float] = []
+    statuses: list[int] = []
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+
+    async def one(index: int, client: httpx.AsyncClient) -> None:
+        headers = None if tokens is None else {"authorization": f"Bearer {tokens[index % len(tokens)]}"}
+        latency, status = await _send(client, "/queue-job" if tokens else "/health", headers)
+        latencies.append(latency)
+        statuses.append(status)
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        started = time.perf_counter()
+        tasks = []
+        for index in range(int(rate * duration)):
+            await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(index, client)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    name = "open loop queue-job" if tokens else "baseline GET /health"
+    return summary(name, latencies, statuses, elapsed, rate_rps=rate)
+
+
+def prefect_database(database: str, name: str) -> str:
+    """A new database `name` on the server of `database`, as an asyncpg URL for the Prefect server."""
+    with make_engine(database).connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(database).set(drivername="postgresql+asyncpg", database=name, query={})
+    return url.render_as_string(hide_password=False)
+
+
+@contextmanager
+def paused_process(process: subprocess.Popen[bytes], paused: bool) -> Iterator[None]:
+    """SIGSTOP the process (and its group) for the block: the gateway alone, its dispatches waiting."""
+    if paused:
+        os.killpg(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        if paused:
+            os.killpg(process.pid, signal.SIGCONT)
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """User + system CPU seconds used so far by each process of the stack (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, process in stack.processes.items():
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[name] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def wait_dispatched(sessions: sessionmaker[Session], timeout: float = 600.0) -> float:
+    """Seconds until every accepted job has its flow run, so one phase's backlog does not load the next."""
+    started = time.perf_counter()
+    query = sa.select(sa.func.count()).select_from(Job).where(Job.flow_run_id.is_(None))
+    while time.perf_counter() - started < timeout:
+        with sessions() as session:
+            if not session.scalar(query):
+                break
+        time.sleep(0.2)
+    return round(time.perf_counter() - started, 1)
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    header = ("phase", "load", "requests", "errors", "rps", "p50 ms", "p99 ms", "lag s", "cpu ms/req")
+    print("\n{:<36} {:>10} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>16}".format(*header))
+    for r in results:
+        load = f"{r['clients']} clients" if "clients" in r else f"{r['rate_rps']:.0f}/s"
+        print(
+            f"{r['phase']:<36} {load:>10} {r['requests']:>8} {r['errors']:>6} {r['throughput_rps']:>7.1f} "
+            f"{r['p50_ms']:>7} {r['p99_ms']:>7} {r['dispatch_lag_s']:>6} "
+            f"{r['gateway_cpu_ms_per_request']:>7} + {r['prefect-server_cpu_ms_per_request']:>6}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase")
+    parser.add_argument("--clients", type=int, nargs="*", default=[20, 100])
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument(
+        "--prefect-db",
+        choices=["postgres", "sqlite"],
+        default="postgres",
+        help="the Prefect server's database",
+    )
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(args.database)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    database_url = f"{args.database}{'&' if '?' in args.database else '?'}options=-csearch_path%3D{schema}"
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ourvidz-bench-api-") as tmp:
+        stack = Stack(Path(tmp))
+        stack.env.update({
+            "OURVIDZ_DATA_DIR": tmp, "OURVIDZ_DATABASE_URL": database_url,
+            "OURVIDZ_RATE_LIMIT_JOBS": "1000000/minute",
+        })  # fmt: skip
+        if args.prefect_db == "postgres":
+            stack.env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = prefect_database(args.database, schema)
+        try:
+            stack.start_prefect_server(free_port())
+            settings = Settings(data_dir=Path(tmp), database_url=database_url)
+            migrate.upgrade(database_url)
+            stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
+            port = free_port()
+            gateway = stack.start("gateway", [*OURVIDZ, "api", "--port", str(port)])
+            url = f"http://127.0.0.1:{port}"
+            wait_for_http(f"{url}/health", 60, gateway)
+            assert settings.jwt_secret is not None
+            sessions, tokens = sessions_for(database_url), []
+            for _ in range(USERS):
+                user = uuid.uuid4()
+                ensure_profile(sessions, user)
+                tokens.append(mint_token(settings.jwt_secret.get_secret_value(), settings.jwt_audience, user))
+            asyncio.run(closed_loop(url, tokens, 5, 2.0))  # warm-up: connections, caches; not reported
+            wait_dispatched(sessions)
+            open_jobs = lambda: open_loop(url, tokens, args.rate, args.duration)  # noqa: E731
+            phases: list[tuple[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]], bool]] = [
+                (f"{args.rate:.0f} queue-job/s", open_jobs, False),
+                (f"{args.rate:.0f} queue-job/s, Prefect server paused", open_jobs, True),
+                *[
+                    (f"{n} clients", lambda n=n: closed_loop(url, tokens, n, args.duration), False)
+                    for n in args.clients
+                ],
+                (
+                    f"{args.rate:.0f} GET /health/s",
+                    lambda: open_loop(url, None, args.rate, args.duration),
+                    False,
+                ),
+            ]
+            for label, phase, paused in phases:
+                print(f"{label}...", flush=True)
+                before = cpu_seconds(stack)
+                with paused_process(stack.processes["prefect-server"], paused):
+                    result = asyncio.run(phase())
+                if paused:
+                    result["phase"] += ", Prefect paused"
+                result["dispatch_lag_s"] = wait_dispatched(sessions)
+                used = {name: cpu_seconds(stack)[name] - spent for name, spent in before.items()}
+                for name, seconds in used.items():  # each process's CPU per request, lag included
+                    result[f"{name}_cpu_ms_per_request"] = round(seconds * 1000 / result["requests"], 1)
+                results.append(result)
+        finally:
+            stack.stop()
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{schema}"'))
+    output = {
+        "duration_s": args.duration,
+        "prefect_db": args.prefect_db,
+        "results": results,
+        "target_p99_ms_at_rate": 100,
+    }
+    print(json.dumps(output, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(output, indent=2))
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
