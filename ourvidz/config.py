@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(
         None, description="Where built tiny models are kept. Default: `<data dir>/models`."
     )
+    vocabularies_dir: Path | None = Field(
+        None,
+        description="Operator content vocabularies that extend the shipped ones (same file names, "
+        "see ourvidz/vocabularies/). Default: `<data dir>/vocabularies`.",
+    )
     sdxl_model: str = Field(
         "stabilityai/stable-diffusion-xl-base-1.0",
         description="SDXL weights for the production profile: a Hugging Face repo id, a diffusers folder "
@@ -131,6 +136,8 @@ class Settings(BaseSettings):
             self.storage_url = f"file://{self.data_dir / 'storage'}"
         if self.models_dir is None:
             self.models_dir = self.data_dir / "models"
+        if self.vocabularies_dir is None:
+            self.vocabularies_dir = self.data_dir / "vocabularies"
         missing = [name for name in SECRET_FIELDS if getattr(self, name) is None]
         if missing and self.environment == "production":
             names = ", ".join(f"OURVIDZ_{name.upper()}" for name in missing)

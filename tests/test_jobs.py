@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.catalog import UnknownJobType
-from ourvidz.db.models import Image, Job, UsageLog, Video
+from ourvidz.db.models import Image, Job, Profile, UsageLog, Video
 from ourvidz.generation.request import InvalidRequest
 from ourvidz.generation.results import Asset
 from ourvidz.job_status import JobStatus
@@ -18,7 +18,7 @@ from ourvidz.jobs.enhancement import apply_enhancement
 from ourvidz.jobs.finish import finish_job, set_progress
 from ourvidz.jobs.outputs import record_outputs
 from ourvidz.jobs.start import JobNotFound, JobNotRunnable, JobRejected, start_job
-from ourvidz.policy import ContentTier
+from ourvidz.policy import ContentTier, ContentTierNotAllowed
 
 
 @pytest.fixture
@@ -102,6 +102,45 @@ def test_content_tier_permission(
     with sessions() as session:
         row = session.get_one(Job, job.id)
         assert row.status is JobStatus.FAILED and row.error_message.startswith("CONTENT_TIER_NOT_ALLOWED")
+
+
+def test_prompt_content_decides_the_tier_and_prohibited_is_refused_for_everyone(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The prompt's own words count, not only the tier the job asks for (placeholder vocabulary)."""
+    artistic, open_user = uuid.uuid4(), uuid.uuid4()
+    ensure_profile(sessions, artistic)
+    ensure_profile(sessions, open_user, tier=ContentTier.UNRESTRICTED, age_verified=True)
+
+    def create(user_id: uuid.UUID, prompt: str) -> Job:
+        return create_job(sessions, user_id=user_id, job_type="sdxl_image_fast", prompt=prompt).job
+
+    needs_explicit = create(artistic, "a zorblax scene")
+    with pytest.raises(JobRejected) as info:
+        start_job(sessions, needs_explicit.id, None)
+    assert info.value.code == "CONTENT_TIER_NOT_ALLOWED"
+
+    allowed = create(open_user, "a zorblax scene")
+    assert start_job(sessions, allowed.id, None).content_tier is ContentTier.EXPLICIT
+
+    prohibited = create(open_user, "zorblax, a minor")
+    with pytest.raises(JobRejected) as info:
+        start_job(sessions, prohibited.id, None)
+    assert info.value.code == "CONTENT_PROHIBITED" and "zorblax" not in str(info.value)
+    with sessions() as session:
+        assert session.get_one(Job, prohibited.id).status is JobStatus.FAILED
+
+
+def test_final_prompt_is_checked_again(sessions: sessionmaker[Session]) -> None:
+    """A profile downgraded after its job started: the enhance stage refuses the prompt."""
+    user_id = uuid.uuid4()
+    ensure_profile(sessions, user_id, tier=ContentTier.EXPLICIT, age_verified=True)
+    job = create_job(sessions, user_id=user_id, job_type="sdxl_image_fast", prompt="zorblax at dusk").job
+    spec = start_job(sessions, job.id, None)
+    with sessions.begin() as session:
+        session.get_one(Profile, user_id).age_verified = False
+    with pytest.raises(ContentTierNotAllowed):
+        apply_enhancement(sessions, spec)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from ourvidz.generation.results import GenerationResult
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.jobs.start import JobNotFound, JobNotRunnable, JobRejected
+from ourvidz.policy import PolicyError
 from tasks.stages import enhance, finish, generate, store, validate, webhook
 
 
@@ -46,7 +47,7 @@ async def generate_job(job_id: uuid.UUID, job_type: str = "") -> State[Any]:
         callback(spec.id, spec.user_id, spec.job_type.name, JobStatus.CANCELLED, None, None, spec.webhook_url)
         return Cancelled(message="cancelled between generation steps")
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"{exc.code if isinstance(exc, PolicyError) else type(exc).__name__}: {exc}"
         finish(spec.id, JobStatus.FAILED, error)
         callback(spec.id, spec.user_id, spec.job_type.name, JobStatus.FAILED, error, None, spec.webhook_url)
         return Failed(message=error)

@@ -7,13 +7,12 @@ import uuid
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.catalog import UnknownJobType, get_job_type
-from ourvidz.db.models import Job, Profile
+from ourvidz.db.models import Job
 from ourvidz.generation.request import InvalidRequest
 from ourvidz.job_status import JobStatus
+from ourvidz.jobs.content import check_content
 from ourvidz.jobs.spec import JobSpec, build_request, job_bucket, requested_tier
-from ourvidz.policy import ContentTier
-
-TIER_ORDER = list(ContentTier)
+from ourvidz.policy import PolicyError
 
 
 class JobNotFound(LookupError):
@@ -72,17 +71,12 @@ def _check(session: Session, job: Job) -> JobSpec:
         bucket = job_bucket(job_type, metadata)
     except InvalidRequest as exc:
         raise JobRejected("INVALID_PARAMETERS", str(exc)) from exc
-    profile = session.get(Profile, job.user_id)
-    if profile is None or not _tier_allowed(profile, tier):
-        raise JobRejected("CONTENT_TIER_NOT_ALLOWED", f"the user may not generate {tier} content")
+    try:
+        verdict = check_content(session, job.user_id, prompt, tier)
+    except PolicyError as exc:
+        raise JobRejected(exc.code, str(exc)) from None
     return JobSpec(
         id=job.id, user_id=job.user_id, job_type=job_type, prompt=prompt, request=request, bucket=bucket,
-        content_tier=tier, enhance=job_type.enhanced or bool(metadata.get("enhance")),
+        content_tier=verdict.tier, enhance=job_type.enhanced or bool(metadata.get("enhance")),
         webhook_url=job.webhook_url, project_id=job.project_id, metadata=metadata,
     )  # fmt: skip
-
-
-def _tier_allowed(profile: Profile, tier: ContentTier) -> bool:
-    if TIER_ORDER.index(tier) > TIER_ORDER.index(profile.content_tier_allowed):
-        return False
-    return tier is ContentTier.ARTISTIC or profile.age_verified

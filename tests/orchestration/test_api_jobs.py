@@ -18,6 +18,7 @@ from ourvidz.db.models import Job, Project
 from ourvidz.db.session import sessions_for
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.create import create_job, ensure_profile
+from ourvidz.policy import ContentTier
 from tests.orchestration.conftest import Orchestra, extra_gateway
 from tests.orchestration.peers import SwitchableProxy
 
@@ -257,3 +258,39 @@ def test_outbox_dispatches_only_once_prefect_answers(orchestra: Orchestra, priva
     assert row.status is JobStatus.QUEUED and row.flow_run_id is not None
     with orchestra.client() as client:
         assert client.read_flow_run(row.flow_run_id).idempotency_key == str(job.id)
+
+
+def test_content_policy_refuses_before_anything_is_recorded(orchestra: Orchestra) -> None:
+    """Placeholder vocabulary: `zorblax` is a shipped explicit-tier term, `child` a minors term."""
+    artistic, adult = _new_user(orchestra), uuid.uuid4()
+    ensure_profile(orchestra.sessions, adult, tier=ContentTier.EXPLICIT, age_verified=True)
+    job = {"jobType": "sdxl_image_fast", "prompt": "a zorblax at dusk", "metadata": SMALL}
+
+    refused = _post(orchestra, "/queue-job", job, artistic)
+    assert refused.status_code == 403 and refused.json()["code"] == "CONTENT_TIER_NOT_ALLOWED"
+    assert refused.json()["details"] == {"requested": "explicit", "allowed": "artistic", "ageVerified": False}
+    enhance = {"prompt": "a zorblax at dusk", "jobType": "sdxl_image_fast"}
+    assert _post(orchestra, "/enhance-prompt", enhance, artistic).json()["code"] == "CONTENT_TIER_NOT_ALLOWED"
+    accepted = _post(orchestra, "/queue-job", job, adult)
+    assert accepted.status_code == 201, accepted.text
+
+    prohibited = {**job, "prompt": "a zorblax with a child"}
+    for caller in (orchestra.headers(adult), orchestra.headers(uuid.uuid4(), admin=True)):
+        answer = _post(orchestra, "/queue-job", prohibited, headers=caller)
+        assert answer.status_code == 403 and answer.json()["code"] == "CONTENT_PROHIBITED"
+        assert answer.json()["details"]["category"] == "minors" and "zorblax" not in answer.text
+    with orchestra.sessions() as session:
+        assert session.scalars(select(Job).where(Job.user_id == artistic)).all() == []
+        assert len(session.scalars(select(Job).where(Job.user_id == adult)).all()) == 1
+
+
+def test_operator_vocabulary_is_picked_up_without_a_restart(orchestra: Orchestra) -> None:
+    user = _new_user(orchestra)
+    body = {"prompt": "a snorfwiggle in the rain", "jobType": "sdxl_image_fast"}
+    assert _post(orchestra, "/enhance-prompt", body, user).status_code == 200
+    vocabularies = orchestra.settings.vocabularies_dir
+    assert vocabularies is not None
+    vocabularies.mkdir(parents=True, exist_ok=True)
+    (vocabularies / "explicit.txt").write_text("# test term\nsnorfwiggle\n")
+    answer = _post(orchestra, "/enhance-prompt", body, user)
+    assert answer.status_code == 403 and answer.json()["code"] == "CONTENT_TIER_NOT_ALLOWED"

@@ -14,6 +14,7 @@ import httpx
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 
+from ourvidz.api.content import enforce_content
 from ourvidz.api.errors import ApiError, not_found
 from ourvidz.api.schemas import (
     ChatRequest,
@@ -47,6 +48,7 @@ def enhance_prompt(
         job_type = get_job_type(body.job_type)
     except UnknownJobType as exc:
         raise ApiError(400, "INVALID_JOB_TYPE", str(exc), {"valid": exc.valid}) from None
+    enforce_content(gw, user.user_id, body.prompt)
     enhanced = body.prompt
     metadata = {
         "original_length": len(body.prompt), "enhanced_length": len(enhanced), "expansion_percentage": "0.0",
@@ -65,6 +67,7 @@ def enhance_prompt(
 def playground_chat(body: ChatRequest, response: Response, user: User, gw: GatewayDep) -> ChatResponse:
     """One chat turn; the user's message is kept even when no chat worker answers (503)."""
     gw.limits.hit("enhance", user.user_id, response)
+    enforce_content(gw, user.user_id, body.message, ContentTier(body.content_tier or ContentTier.ARTISTIC))
     ensure_profile(gw.sessions, user.user_id)
     with gw.sessions.begin() as session:
         if body.project_id is not None:

@@ -17,6 +17,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 from sqlalchemy import func, select
 
+from ourvidz.api.content import enforce_content
 from ourvidz.api.dispatch import Dispatcher
 from ourvidz.api.errors import ApiError, not_found
 from ourvidz.api.schemas import (
@@ -37,6 +38,7 @@ from ourvidz.generation.request import InvalidRequest
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.create import create_job
 from ourvidz.jobs.finish import finish_job
+from ourvidz.jobs.spec import requested_tier
 from ourvidz.storage import InvalidStorageKey
 
 router = APIRouter(tags=["jobs"])
@@ -82,6 +84,11 @@ def queue_job(
     except UnknownJobType as exc:
         raise ApiError(400, "INVALID_JOB_TYPE", str(exc), {"valid": exc.valid}) from None
     _check_ownership(gw, user, body)
+    try:
+        tier = requested_tier(metadata)
+    except InvalidRequest as exc:
+        raise ApiError(400, "INVALID_PARAMETERS", str(exc), {"field": exc.field}) from None
+    enforce_content(gw, user.user_id, prompt, tier)
     try:
         job, created = create_job(
             gw.sessions,
