@@ -190,3 +190,26 @@ def test_progress_enhancement_outputs_and_finish(sessions: sessionmaker[Session]
         assert session.scalars(select(Image).where(Image.job_id == job.id)).all() == []
         usage = session.scalars(select(UsageLog).where(UsageLog.job_id == job.id)).one()
         assert (usage.credits_consumed, usage.action) == (3, "video_fast")
+
+
+def test_enhanced_jobs_get_the_rules_enhancer_within_their_budget(
+    sessions: sessionmaker[Session], user: uuid.UUID
+) -> None:
+    long_prompt = ", ".join(f"a distinct detail {n}" for n in range(40))
+    for prompt in ("a quiet harbour", long_prompt):
+        metadata = {"enhance": True}
+        job = create_job(
+            sessions, user_id=user, job_type="sdxl_image_fast", prompt=prompt, metadata=metadata
+        ).job
+        spec = start_job(sessions, job.id, None)
+        enhanced = apply_enhancement(sessions, spec)
+        with sessions() as session:
+            row = session.get_one(Job, job.id)
+        details = row.meta["enhancement"]
+        assert (row.enhancement_strategy, row.enhanced_prompt) == ("rules", enhanced)
+        assert details["token_count"] <= details["token_budget"] == 75
+        if prompt == long_prompt:
+            assert details["compression_applied"] is True and enhanced.startswith("a distinct detail 0")
+        else:
+            assert enhanced.startswith("a quiet harbour, ") and details["added_phrases"]
+            assert details["compression_applied"] is False

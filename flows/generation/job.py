@@ -51,9 +51,9 @@ async def generate_job(job_id: uuid.UUID, job_type: str = "") -> State[Any]:
         finish(spec.id, JobStatus.FAILED, error)
         callback(spec.id, spec.user_id, spec.job_type.name, JobStatus.FAILED, error, None, spec.webhook_url)
         return Failed(message=error)
+    await _outputs_artifact(spec, result)  # first, so a completed job's table is already in the UI
     finish(spec.id, JobStatus.COMPLETED)
     callback(spec.id, spec.user_id, spec.job_type.name, JobStatus.COMPLETED, None, result, spec.webhook_url)
-    await _outputs_artifact(spec, result)
     return Completed(message=f"{len(result.assets)} file(s) stored", data=_summary(spec, result))
 
 
@@ -85,11 +85,15 @@ def _summary(spec: JobSpec, result: GenerationResult) -> dict[str, Any]:
 
 
 async def _outputs_artifact(spec: JobSpec, result: GenerationResult) -> None:
+    """A table of the outputs in the Prefect UI; a convenience that never fails the job."""
     rows = [
         {"type": a.type, "bucket": a.bucket, "key": a.key, "size": f"{a.width}x{a.height}", "seed": a.seed,
          "frames": a.frames, "bytes": a.size_bytes}
         for a in result.assets
     ]  # fmt: skip
-    await acreate_table_artifact(
-        table=rows, key=f"job-{spec.id}-outputs", description=f"{spec.job_type.name}"
-    )
+    try:
+        await acreate_table_artifact(
+            table=rows, key=f"job-{spec.id}-outputs", description=f"{spec.job_type.name}"
+        )
+    except Exception as exc:
+        get_run_logger().warning("outputs artifact of job %s not created: %s", spec.id, exc)

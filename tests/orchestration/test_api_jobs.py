@@ -294,3 +294,20 @@ def test_operator_vocabulary_is_picked_up_without_a_restart(orchestra: Orchestra
     (vocabularies / "explicit.txt").write_text("# test term\nsnorfwiggle\n")
     answer = _post(orchestra, "/enhance-prompt", body, user)
     assert answer.status_code == 403 and answer.json()["code"] == "CONTENT_TIER_NOT_ALLOWED"
+
+
+def test_enhance_prompt_and_the_regression_check(orchestra: Orchestra) -> None:
+    user = _new_user(orchestra)
+    body = {"prompt": "a lighthouse at dusk, a lighthouse at dusk", "jobType": "sdxl_image_high"}
+    answer = _post(orchestra, "/functions/v1/enhance-prompt", body, user)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["enhancement_strategy"] == "rules" and result["enhanced_prompt"].count("lighthouse") == 1
+    metadata = result["enhancement_metadata"]
+    assert metadata["token_count"] <= metadata["token_budget"] == 75 and metadata["is_sdxl"] is True
+    assert result["optimization"]["token_count"] == metadata["token_count"]
+
+    check = _post(orchestra, "/validate-enhancement-fix", None, headers=orchestra.headers(admin=True))
+    assert check.status_code == 200 and check.json()["success"] is True, check.text
+    cases = check.json()["details"]["cases"]
+    assert len(cases) == 25 and all(case["passed"] and case["within_budget"] for case in cases)

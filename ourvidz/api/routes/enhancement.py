@@ -28,9 +28,11 @@ from ourvidz.api.state import Gateway, gateway
 from ourvidz.api.workers import load_worker
 from ourvidz.catalog import UnknownJobType, get_job_type
 from ourvidz.db.models import Conversation, Message, Project, SystemConfig
+from ourvidz.jobs.content import content_policy
 from ourvidz.jobs.create import ensure_profile
-from ourvidz.jobs.enhancement import NO_ENHANCEMENT
+from ourvidz.jobs.enhancement import enhance, enhancement_metadata, validate_enhancer
 from ourvidz.policy import ContentTier
+from ourvidz.prompts.rules import STRATEGY
 
 router = APIRouter(tags=["enhancement"])
 GatewayDep = Annotated[Gateway, Depends(gateway)]
@@ -49,17 +51,20 @@ def enhance_prompt(
     except UnknownJobType as exc:
         raise ApiError(400, "INVALID_JOB_TYPE", str(exc), {"valid": exc.valid}) from None
     enforce_content(gw, user.user_id, body.prompt)
-    enhanced = body.prompt
+    result = enhance(body.prompt, job_type)
     metadata = {
-        "original_length": len(body.prompt), "enhanced_length": len(enhanced), "expansion_percentage": "0.0",
+        "original_length": len(body.prompt), "enhanced_length": len(result.prompt),
+        "expansion_percentage": f"{(len(result.prompt) / len(body.prompt) - 1) * 100:.1f}",
         "job_type": job_type.name, "format": body.format or job_type.format,
         "quality": body.quality or job_type.quality, "is_sdxl": job_type.family == "sdxl",
-        "is_video": job_type.output == "video", "enhancement_strategy": NO_ENHANCEMENT, "model_used": "none",
-        "token_budget": job_type.token_budget, "version": "1",
+        "is_video": job_type.output == "video", "enhancement_strategy": result.strategy,
+        "model_used": "none", "version": "1", **enhancement_metadata(result),
     }  # fmt: skip
     return EnhancePromptResponse(
-        original_prompt=body.prompt, enhanced_prompt=enhanced, enhancement_strategy=NO_ENHANCEMENT,
-        enhancement_metadata=metadata, optimization={},
+        original_prompt=body.prompt, enhanced_prompt=result.prompt, enhancement_strategy=result.strategy,
+        enhancement_metadata=metadata,
+        optimization={"token_count": result.token_count, "token_budget": result.budget,
+                      "compression_applied": result.compression_applied},
     )  # fmt: skip
 
 
@@ -134,10 +139,12 @@ def refresh_prompt_cache(_admin: Admin, gw: GatewayDep) -> SimpleResponse:
 
 
 @router.post("/validate-enhancement-fix", response_model=SimpleResponse)
-def validate_enhancement_fix(_admin: Admin) -> SimpleResponse:
-    """Until an enhancer is configured prompts pass unchanged, so no template change can be validated."""
+def validate_enhancement_fix(_admin: Admin, gw: GatewayDep) -> SimpleResponse:
+    """Run the fixed regression set through the current enhancer before a cache refresh goes out."""
+    cases = validate_enhancer(content_policy(gw.settings))
+    failed = [case for case in cases if not case["passed"]]
     return SimpleResponse(
-        success=False,
-        message="no prompt enhancer is configured; nothing was validated",
-        details={"enhancement_strategy": NO_ENHANCEMENT, "cases": []},
+        success=not failed,
+        message=f"{len(cases) - len(failed)} of {len(cases)} cases passed",
+        details={"enhancement_strategy": STRATEGY, "cases": cases},
     )
