@@ -1,8 +1,9 @@
 """Prompt enhancement and the playground chat (spec section 2 and 4).
 
-Until an enhancer is configured, enhance-prompt returns the prompt unchanged with strategy `none`, as
-the generation flow does. The chat forwards a conversation to the registered chat worker
-(OpenAI-compatible `/v1/chat/completions`) and keeps every message, per user.
+enhance-prompt runs the same enhancer as the generation flow's enhance stage (the rules enhancer,
+within the job type's token budget), after the content policy. The chat forwards a conversation to
+the registered chat worker (OpenAI-compatible `/v1/chat/completions`) and keeps every message, per
+user.
 """
 
 from __future__ import annotations
