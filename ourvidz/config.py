@@ -122,6 +122,11 @@ class Settings(BaseSettings):
         1_000_000, ge=1024, description="Largest request body the gateway reads (413)."
     )
     max_metadata_bytes: int = Field(16_384, ge=256, description="Largest job metadata, as JSON (400).")
+    enhancer_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long the chat-worker enhancer may take before the rules enhancer steps in.",
+    )
     callback_tolerance_seconds: int = Field(
         300, ge=1, description="How old a signed job callback may be; older or replayed ones are refused."
     )

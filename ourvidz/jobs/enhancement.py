@@ -1,26 +1,66 @@
 """The prompt a job is generated from: the original, or the enhancer's version for enhanced job types
-(and jobs that ask with `metadata.enhance`). The rules enhancer is the one that is always there; the
-chat-worker and local-model enhancers of the enhancement issue will sit in front of it."""
+(and jobs that ask with `metadata.enhance`).
+
+Enhancers in order: the registered chat worker, then the rules enhancer, which is always there. A chat
+worker that fails, times out, answers garbage or changes the content tier is passed over, and the
+result says so (`rules_fallback`).
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ourvidz.api.workers import load_worker
 from ourvidz.catalog import JobType, get_job_type
+from ourvidz.config import get_settings
 from ourvidz.db.models import Job
-from ourvidz.jobs.content import check_content
+from ourvidz.jobs.content import check_content, content_policy
 from ourvidz.jobs.spec import JobSpec
-from ourvidz.policy import ContentPolicy
+from ourvidz.policy import ContentPolicy, ContentTier
 from ourvidz.prompts import Enhancement, rules_enhance
+from ourvidz.prompts.chat import EnhancerFailed, chat_enhance
 
 NO_ENHANCEMENT = "none"
+FALLBACK_STRATEGY = "rules_fallback"
+logger = logging.getLogger(__name__)
 
 
-def enhance(prompt: str, job_type: JobType) -> Enhancement:
-    """The enhanced prompt for a job type, within its token budget."""
-    return rules_enhance(prompt, job_type)
+def enhance(
+    prompt: str,
+    job_type: JobType,
+    *,
+    chat_url: str | None = None,
+    policy: ContentPolicy | None = None,
+    timeout: float = 10.0,
+) -> Enhancement:
+    """The enhanced prompt for a job type, within its token budget: the chat worker's when one is
+    given and gives a usable answer (checked against `policy`), else the rules enhancer's."""
+    if chat_url is None:
+        return rules_enhance(prompt, job_type)
+    try:
+        result = chat_enhance(chat_url, prompt, job_type, timeout)
+        if policy is not None:
+            _same_content(policy, prompt, result.prompt)
+        return result
+    except EnhancerFailed as exc:
+        logger.warning("chat-worker enhancement failed, rules enhancer used instead: %s", exc)
+        return replace(rules_enhance(prompt, job_type), strategy=FALLBACK_STRATEGY)
+
+
+def _same_content(policy: ContentPolicy, original: str, enhanced: str) -> None:
+    before, after = policy.classify(original), policy.classify(enhanced)
+    tiers = list(ContentTier)
+    if after.category is not None or tiers.index(after.tier) > tiers.index(before.tier):
+        raise EnhancerFailed("the reply needs a higher content tier than the prompt")
+
+
+def registered_chat_url(sessions: sessionmaker[Session]) -> str | None:
+    worker = load_worker(sessions, "chat")
+    return None if worker is None else str(worker["url"])
 
 
 def enhancement_metadata(result: Enhancement) -> dict[str, Any]:
@@ -40,7 +80,11 @@ def apply_enhancement(sessions: sessionmaker[Session], spec: JobSpec) -> str:
     """
     prompt, strategy, details = spec.prompt, NO_ENHANCEMENT, None
     if spec.enhance:
-        result = enhance(spec.prompt, spec.job_type)
+        settings = get_settings()
+        result = enhance(
+            spec.prompt, spec.job_type, chat_url=registered_chat_url(sessions),
+            policy=content_policy(settings), timeout=settings.enhancer_timeout_seconds,
+        )  # fmt: skip
         prompt, strategy, details = result.prompt, result.strategy, enhancement_metadata(result)
     with sessions.begin() as session:
         check_content(session, spec.user_id, prompt, spec.content_tier)

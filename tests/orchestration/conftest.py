@@ -25,10 +25,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.api.dispatch import dispatch_job
+from ourvidz.api.workers import worker_key
 from ourvidz.auth import Role, mint_token
 from ourvidz.config import Settings
 from ourvidz.db import migrate
-from ourvidz.db.models import Job
+from ourvidz.db.models import Job, SystemConfig
 from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import create_job, ensure_profile
 from ourvidz.stack import Stack, free_port, wait_for_http
@@ -88,6 +89,11 @@ class Orchestra:
                 if (run.state and run.state.is_final()) or time.monotonic() > deadline:
                     return run
                 time.sleep(0.2)
+
+    def forget_chat_worker(self) -> None:
+        """Remove the registered chat worker, so later tests of the session see none."""
+        with self.sessions.begin() as session:
+            session.execute(sa.delete(SystemConfig).where(SystemConfig.key == worker_key("chat")))
 
     def worker_status(self) -> dict:
         return httpx.get(self.worker_health_url, timeout=5).json()

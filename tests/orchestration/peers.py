@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -55,10 +56,14 @@ class SwitchableProxy:
 
 
 class FakeChatWorker:
-    """An OpenAI-compatible chat worker that echoes the last message; `healthy=False` makes it fail."""
+    """An OpenAI-compatible chat worker that echoes the last message; `healthy=False` makes it fail,
+    `delay` makes it slow, `reply` replaces the echo (a str as the message content, bytes as the raw
+    response body, for garbage)."""
 
     def __init__(self) -> None:
         self.healthy = True
+        self.delay = 0.0
+        self.reply: str | bytes | None = None
         self.requests: list[dict[str, Any]] = []
         worker = self
 
@@ -69,14 +74,20 @@ class FakeChatWorker:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 worker.requests.append(body)
+                time.sleep(worker.delay)
                 if not worker.healthy:
                     self._answer(500, {"error": "down"})
                     return
-                text = f"echo: {body['messages'][-1]['content']}"
+                if isinstance(worker.reply, bytes):
+                    self._answer(200, worker.reply)
+                    return
+                text = (
+                    worker.reply if worker.reply is not None else f"echo: {body['messages'][-1]['content']}"
+                )
                 self._answer(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
-            def _answer(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+            def _answer(self, status: int, payload: dict[str, Any] | bytes) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
@@ -92,3 +103,4 @@ class FakeChatWorker:
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.server.server_close()  # refuse connections from now on, rather than leave them hanging

@@ -45,6 +45,7 @@ def chat_worker(orchestra: Orchestra) -> Iterator[FakeChatWorker]:
     assert registered.status_code == 200, registered.text
     yield worker
     worker.stop()
+    orchestra.forget_chat_worker()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from ourvidz.job_status import JobStatus
 from ourvidz.jobs.create import create_job, ensure_profile
 from ourvidz.policy import ContentTier
 from tests.orchestration.conftest import Orchestra, extra_gateway
-from tests.orchestration.peers import SwitchableProxy
+from tests.orchestration.peers import FakeChatWorker, SwitchableProxy
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
@@ -311,3 +311,28 @@ def test_enhance_prompt_and_the_regression_check(orchestra: Orchestra) -> None:
     assert check.status_code == 200 and check.json()["success"] is True, check.text
     cases = check.json()["details"]["cases"]
     assert len(cases) == 25 and all(case["passed"] and case["within_budget"] for case in cases)
+
+
+def test_enhance_prompt_asks_the_registered_chat_worker_first(orchestra: Orchestra) -> None:
+    user, chat = _new_user(orchestra), FakeChatWorker()
+    assert orchestra.settings.service_key is not None
+    service = {"x-service-key": orchestra.settings.service_key.get_secret_value()}
+    body = {"prompt": "a lighthouse at dusk", "jobType": "image_fast"}
+    try:
+        assert (
+            _post(orchestra, "/register-chat-worker", {"workerUrl": chat.url}, headers=service).status_code
+            == 200
+        )
+        answer = _post(orchestra, "/enhance-prompt", body, user).json()
+        assert (answer["enhancement_strategy"], answer["enhanced_prompt"]) == (
+            "chat_worker",
+            "echo: a lighthouse at dusk",
+        )
+        assert answer["enhancement_metadata"]["model_used"] == "chat_worker"
+        chat.healthy = False
+        answer = _post(orchestra, "/enhance-prompt", body, user).json()
+        assert answer["enhancement_strategy"] == "rules_fallback"
+        assert answer["enhanced_prompt"].startswith("a lighthouse at dusk")
+    finally:
+        chat.stop()
+        orchestra.forget_chat_worker()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 
@@ -26,13 +25,14 @@ from ourvidz.api.schemas import (
 )
 from ourvidz.api.security import Admin, User
 from ourvidz.api.state import Gateway, gateway
-from ourvidz.api.workers import load_worker
 from ourvidz.catalog import UnknownJobType, get_job_type
 from ourvidz.db.models import Conversation, Message, Project, SystemConfig
 from ourvidz.jobs.content import content_policy
 from ourvidz.jobs.create import ensure_profile
-from ourvidz.jobs.enhancement import enhance, enhancement_metadata, validate_enhancer
+from ourvidz.jobs.enhancement import enhance, enhancement_metadata, registered_chat_url, validate_enhancer
 from ourvidz.policy import ContentTier
+from ourvidz.prompts.chat import STRATEGY as CHAT_STRATEGY
+from ourvidz.prompts.chat import EnhancerFailed, chat_completion
 from ourvidz.prompts.rules import STRATEGY
 
 router = APIRouter(tags=["enhancement"])
@@ -52,14 +52,19 @@ def enhance_prompt(
     except UnknownJobType as exc:
         raise ApiError(400, "INVALID_JOB_TYPE", str(exc), {"valid": exc.valid}) from None
     enforce_content(gw, user.user_id, body.prompt)
-    result = enhance(body.prompt, job_type)
+    chat_url = registered_chat_url(gw.sessions)
+    result = enhance(
+        body.prompt, job_type, chat_url=chat_url, policy=content_policy(gw.settings),
+        timeout=gw.settings.enhancer_timeout_seconds,
+    )  # fmt: skip
     metadata = {
         "original_length": len(body.prompt), "enhanced_length": len(result.prompt),
         "expansion_percentage": f"{(len(result.prompt) / len(body.prompt) - 1) * 100:.1f}",
         "job_type": job_type.name, "format": body.format or job_type.format,
         "quality": body.quality or job_type.quality, "is_sdxl": job_type.family == "sdxl",
         "is_video": job_type.output == "video", "enhancement_strategy": result.strategy,
-        "model_used": "none", "version": "1", **enhancement_metadata(result),
+        "model_used": "chat_worker" if result.strategy == CHAT_STRATEGY else "rules", "version": "1",
+        **enhancement_metadata(result),
     }  # fmt: skip
     return EnhancePromptResponse(
         original_prompt=body.prompt, enhanced_prompt=result.prompt, enhancement_strategy=result.strategy,
@@ -108,19 +113,15 @@ def playground_chat(body: ChatRequest, response: Response, user: User, gw: Gatew
 
 
 def _ask_chat_worker(gw: Gateway, messages: list[dict[str, str]]) -> str:
-    worker = load_worker(gw.sessions, "chat")
-    if worker is None:
+    chat_url = registered_chat_url(gw.sessions)
+    if chat_url is None:
         raise ApiError(503, "CHAT_WORKER_UNAVAILABLE", "no chat worker is registered; your message was kept")
     try:
-        answer = httpx.post(
-            f"{worker['url']}/v1/chat/completions", json={"messages": messages}, timeout=CHAT_TIMEOUT_SECONDS
-        )
-        answer.raise_for_status()
-        return str(answer.json()["choices"][0]["message"]["content"])
-    except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
+        return chat_completion(chat_url, messages, CHAT_TIMEOUT_SECONDS)
+    except EnhancerFailed as exc:
         raise ApiError(
             503, "CHAT_WORKER_UNAVAILABLE", "the chat worker did not answer; your message was kept",
-            {"reason": f"{type(exc).__name__}: {exc}"},
+            {"reason": str(exc)},
         ) from None  # fmt: skip
 
 
