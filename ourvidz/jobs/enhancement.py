@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ourvidz.api.workers import load_worker
 from ourvidz.catalog import JobType, get_job_type
 from ourvidz.config import get_settings
 from ourvidz.db.models import Job
@@ -23,6 +22,7 @@ from ourvidz.jobs.spec import JobSpec
 from ourvidz.policy import ContentPolicy, ContentTier
 from ourvidz.prompts import Enhancement, rules_enhance
 from ourvidz.prompts.chat import EnhancerFailed, chat_enhance
+from ourvidz.registry import registered_chat_url
 
 NO_ENHANCEMENT = "none"
 FALLBACK_STRATEGY = "rules_fallback"
@@ -56,11 +56,6 @@ def _same_content(policy: ContentPolicy, original: str, enhanced: str) -> None:
     tiers = list(ContentTier)
     if after.category is not None or tiers.index(after.tier) > tiers.index(before.tier):
         raise EnhancerFailed("the reply needs a higher content tier than the prompt")
-
-
-def registered_chat_url(sessions: sessionmaker[Session]) -> str | None:
-    worker = load_worker(sessions, "chat")
-    return None if worker is None else str(worker["url"])
 
 
 def enhancement_metadata(result: Enhancement) -> dict[str, Any]:

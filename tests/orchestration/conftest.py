@@ -25,13 +25,13 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.api.dispatch import dispatch_job
-from ourvidz.api.workers import worker_key
 from ourvidz.auth import Role, mint_token
 from ourvidz.config import Settings
 from ourvidz.db import migrate
 from ourvidz.db.models import Job, SystemConfig
 from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import create_job, ensure_profile
+from ourvidz.registry import worker_key
 from ourvidz.stack import Stack, free_port, wait_for_http
 from tests.conftest import private_schema
 

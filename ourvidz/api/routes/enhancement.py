@@ -29,11 +29,12 @@ from ourvidz.catalog import UnknownJobType, get_job_type
 from ourvidz.db.models import Conversation, Message, Project, SystemConfig
 from ourvidz.jobs.content import content_policy
 from ourvidz.jobs.create import ensure_profile
-from ourvidz.jobs.enhancement import enhance, enhancement_metadata, registered_chat_url, validate_enhancer
+from ourvidz.jobs.enhancement import enhance, enhancement_metadata, validate_enhancer
 from ourvidz.policy import ContentTier
 from ourvidz.prompts.chat import STRATEGY as CHAT_STRATEGY
 from ourvidz.prompts.chat import EnhancerFailed, chat_completion
 from ourvidz.prompts.rules import STRATEGY
+from ourvidz.registry import registered_chat_url
 
 router = APIRouter(tags=["enhancement"])
 GatewayDep = Annotated[Gateway, Depends(gateway)]

@@ -30,7 +30,7 @@ from ourvidz.api.schemas import (
 )
 from ourvidz.api.security import Admin, ServiceOrAdmin, User
 from ourvidz.api.state import Gateway, gateway
-from ourvidz.api.workers import load_worker, probe, save_worker
+from ourvidz.registry import load_worker, probe, save_worker
 
 router = APIRouter(tags=["workers"])
 GatewayDep = Annotated[Gateway, Depends(gateway)]

@@ -57,6 +57,12 @@ def load_worker(sessions: sessionmaker[Session], worker_type: str) -> dict[str, 
         return dict(row.value) if row is not None else None
 
 
+def registered_chat_url(sessions: sessionmaker[Session]) -> str | None:
+    """The chat worker's URL as registered (not probed: its callers fall back when it fails)."""
+    worker = load_worker(sessions, "chat")
+    return None if worker is None else str(worker["url"])
+
+
 @dataclass(frozen=True, slots=True)
 class Probe:
     healthy: bool
