@@ -16,6 +16,7 @@ from ourvidz.prompts import (
     rules_enhance,
     split_phrases,
 )
+from ourvidz.prompts.conversation import conversation_prompt
 
 SUBJECT = "a weathered lighthouse keeper on a rocky cliff"
 DETAILS = [f"detail number {n} of the harbour scene" for n in range(30)]
@@ -328,3 +329,17 @@ def test_rules_template_parts_are_dropped_first(clip: PreTrainedTokenizerBase) -
 def test_rules_template_needs_one_placeholder() -> None:
     with pytest.raises(ValueError, match="exactly once"):
         rules_enhance("a fox", get_job_type("image_fast"), template="film still, muted colours")
+
+
+def test_a_conversation_becomes_an_sdxl_prompt() -> None:
+    fitted = conversation_prompt(["a lighthouse", "at dusk, with gulls"])
+    assert fitted.text == "a lighthouse, at dusk, with gulls" and not fitted.compression_applied
+
+
+def test_a_long_conversation_keeps_the_newest_wishes_within_clip_budget() -> None:
+    older = [", ".join(f"old detail {m}-{n}" for n in range(10)) for m in range(6)]
+    fitted = conversation_prompt([*older, "a red kite over the dunes, evening light"])
+    assert fitted.compression_applied and fitted.token_count <= 75 == fitted.budget
+    assert count_tokens(fitted.text, "sdxl") == fitted.token_count
+    assert "a red kite over the dunes" in fitted.text and "evening light" in fitted.text
+    assert "old detail 0-0" not in fitted.text  # the oldest phrases went first

@@ -180,6 +180,8 @@ class ChatResponse(BaseModel):
     conversation_id: uuid.UUID
     response: str
     message_id: uuid.UUID
+    content_tier: str = Field(description="The tier this turn runs at (detected or asked for)")
+    sdxl_prompt: str = Field(description="The user's side of the conversation as an SDXL prompt (75 tokens)")
 
 
 class AdminImageRequest(Request):

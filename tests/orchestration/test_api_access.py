@@ -240,6 +240,7 @@ def test_chat_worker_registry_health_and_playground(
     chat = f"{orchestra.gateway_url}/playground-chat"
     second = httpx.post(chat, json={"message": "again", "conversation_id": conversation}, headers=headers)
     assert second.json()["response"] == "echo: again"
+    assert (second.json()["sdxl_prompt"], second.json()["content_tier"]) == ("hello, again", "artistic")
     assert [m["role"] for m in chat_worker.requests[-1]["messages"]] == ["user", "assistant", "user"]
     peek = {"message": "peek", "conversation_id": conversation}
     theirs = httpx.post(chat, json=peek, headers=orchestra.headers(_user(orchestra)))

@@ -33,6 +33,7 @@ from ourvidz.jobs.enhancement import enhance, enhancement_metadata, validate_enh
 from ourvidz.policy import ContentTier
 from ourvidz.prompts.chat import STRATEGY as CHAT_STRATEGY
 from ourvidz.prompts.chat import EnhancerFailed, chat_completion
+from ourvidz.prompts.conversation import conversation_prompt
 from ourvidz.prompts.rules import STRATEGY
 from ourvidz.registry import registered_chat_url
 
@@ -79,7 +80,9 @@ def enhance_prompt(
 def playground_chat(body: ChatRequest, response: Response, user: User, gw: GatewayDep) -> ChatResponse:
     """One chat turn; the user's message is kept even when no chat worker answers (503)."""
     gw.limits.hit("enhance", user.user_id, response)
-    enforce_content(gw, user.user_id, body.message, ContentTier(body.content_tier or ContentTier.ARTISTIC))
+    verdict = enforce_content(
+        gw, user.user_id, body.message, ContentTier(body.content_tier or ContentTier.ARTISTIC)
+    )
     ensure_profile(gw.sessions, user.user_id)
     with gw.sessions.begin() as session:
         if body.project_id is not None:
@@ -110,7 +113,10 @@ def playground_chat(body: ChatRequest, response: Response, user: User, gw: Gatew
         answer = Message(conversation_id=conversation_id, sender="assistant", content=reply)
         session.add(answer)
         session.flush()
-        return ChatResponse(conversation_id=conversation_id, response=reply, message_id=answer.id)
+        return ChatResponse(
+            conversation_id=conversation_id, response=reply, message_id=answer.id, content_tier=verdict.tier,
+            sdxl_prompt=conversation_prompt([m["content"] for m in history if m["role"] == "user"]).text,
+        )  # fmt: skip
 
 
 def _ask_chat_worker(gw: Gateway, messages: list[dict[str, str]]) -> str:
