@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import statistics
@@ -34,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +49,14 @@ from ourvidz.db.session import make_engine, sessions_for
 from ourvidz.jobs.create import ensure_profile
 from ourvidz.stack import Stack, free_port, wait_for_http
 
+from report import percentile, publish
+
 OURVIDZ = [sys.executable, "-m", "ourvidz"]
 USERS = 200
 BODY = {
     "jobType": "sdxl_image_fast",
     "metadata": {"prompt": "a lighthouse at dusk", "width": 512, "height": 512},
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def summary(
@@ -234,17 +231,17 @@ def main() -> None:
                 tokens.append(mint_token(settings.jwt_secret.get_secret_value(), settings.jwt_audience, user))
             asyncio.run(closed_loop(url, tokens, 5, 2.0))  # warm-up: connections, caches; not reported
             wait_dispatched(sessions)
-            open_jobs = lambda: open_loop(url, tokens, args.rate, args.duration)  # noqa: E731
+            open_jobs = partial(open_loop, url, tokens, args.rate, args.duration)
             phases: list[tuple[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]], bool]] = [
                 (f"{args.rate:.0f} queue-job/s", open_jobs, False),
                 (f"{args.rate:.0f} queue-job/s, Prefect server paused", open_jobs, True),
                 *[
-                    (f"{n} clients", lambda n=n: closed_loop(url, tokens, n, args.duration), False)
+                    (f"{n} clients", partial(closed_loop, url, tokens, n, args.duration), False)
                     for n in args.clients
                 ],
                 (
                     f"{args.rate:.0f} GET /health/s",
-                    lambda: open_loop(url, None, args.rate, args.duration),
+                    partial(open_loop, url, None, args.rate, args.duration),
                     False,
                 ),
             ]
@@ -272,9 +269,7 @@ def main() -> None:
         "results": results,
         "target_p99_ms_at_rate": 100,
     }
-    print(json.dumps(output, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(output, indent=2))
+    publish(output, args.json)
     print_table(results)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import statistics
 import sys
@@ -47,16 +46,13 @@ from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import create_job, ensure_profile
 from ourvidz.stack import Stack, free_port, wait_for_http
 
+from report import percentile, publish
+
 OURVIDZ = [sys.executable, "-m", "ourvidz"]
 PROCESS_POOL = "bench-process"
 JOB = {"job_type": "sdxl_image_fast", "metadata": {"width": 64, "height": 64, "steps": 2}}
 POLL_SECONDS = "2"  # both workers' timer poll; ours is woken by events before it comes round
 LOAD_LINE = re.compile(r"pipelines loaded during this run: (\d+)")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _process_deployment() -> str:
@@ -233,9 +229,7 @@ def main() -> None:
         "results": results,
         "process_over_ourvidz_dispatch_p50": ratios,
     }
-    print(json.dumps(output, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(output, indent=2))
+    publish(output, args.json)
     print_table(results)
     for profile, ratio in ratios.items():
         print(

@@ -12,26 +12,23 @@ path does) in the same run. Target: p99 <= 20 ms for the rules enhancer.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ourvidz.catalog import JOB_TYPES
+from ourvidz.catalog import JOB_TYPES, JobType
 from ourvidz.jobs.enhancement import enhance
 from ourvidz.policy import ContentPolicy
 from ourvidz.prompts import count_tokens
+
+from report import percentile, publish
 
 PROMPTS = {
     "short": "a lighthouse at dusk, waves on the rocks",
     "long": ", ".join(f"a distinct detail number {n}" for n in range(60)),
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def timed(call: Any, calls: int) -> list[float]:
@@ -41,6 +38,11 @@ def timed(call: Any, calls: int) -> list[float]:
         call()
         seconds.append(time.perf_counter() - started)
     return seconds
+
+
+def enhance_and_check(policy: ContentPolicy, prompt: str, job_type: JobType) -> None:
+    """What a request pays: the enhancer, then the content check of what it produced."""
+    policy.classify(enhance(prompt, job_type).prompt)
 
 
 def main() -> None:
@@ -55,8 +57,8 @@ def main() -> None:
     for job_type in JOB_TYPES.values():
         for length, prompt in PROMPTS.items():
             enhance(prompt, job_type)  # warm-up: tokenizers built once per process
-            rules = timed(lambda: policy.classify(enhance(prompt, job_type).prompt), args.calls)  # noqa: B023
-            base = timed(lambda: count_tokens(prompt, job_type.family), args.calls)  # noqa: B023
+            rules = timed(partial(enhance_and_check, policy, prompt, job_type), args.calls)
+            base = timed(partial(count_tokens, prompt, job_type.family), args.calls)
             results.append({
                 "job_type": job_type.name, "prompt": length,
                 "rules_p50_ms": round(statistics.median(rules) * 1000, 2),
@@ -65,9 +67,7 @@ def main() -> None:
                 "baseline_p99_ms": round(percentile(base, 0.99) * 1000, 2),
             })  # fmt: skip
     output = {"calls": args.calls, "target_p99_ms": 20, "results": results}
-    print(json.dumps(output, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(output, indent=2))
+    publish(output, args.json)
     print(f"\n{'job type':<30} {'prompt':<6} {'rules p50':>9} {'p99':>7} {'count p50':>9} {'p99':>7}")
     for r in results:
         print(f"{r['job_type']:<30} {r['prompt']:<6} {r['rules_p50_ms']:>9} {r['rules_p99_ms']:>7} "

@@ -13,7 +13,6 @@ sequential baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -38,6 +37,8 @@ from ourvidz.generation.pipelines import Embeddings
 from ourvidz.generation.request import GenerationRequest, request_for_job
 from ourvidz.generation.runtime import GenerationRuntime
 from ourvidz.generation.tiny import sdxl_scheduler, wan_scheduler
+
+from report import publish
 
 # Enhanced types run the same pipeline call as their plain twin; enhancement is benchmarked elsewhere.
 DEFAULT_TYPES = ["sdxl_image_fast", "sdxl_image_high", "image_fast", "image_high", "video_fast", "video_high"]
@@ -229,9 +230,7 @@ def main() -> None:
             }  # fmt: skip
         finally:
             runtime.close()
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    publish(result, args.json)
     print_table(result)
 
 

@@ -35,12 +35,9 @@ from ourvidz.config import Settings
 from ourvidz.db import migrate
 from ourvidz.stack import Stack, free_port, wait_for_http
 
+from report import percentile, publish
+
 OURVIDZ = [sys.executable, "-m", "ourvidz"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(name: str, sent: dict[int, float], received: dict[int, float]) -> dict[str, Any]:
@@ -130,9 +127,7 @@ def main() -> None:
         summary("baseline: Prefect stream", sent, via_prefect),
     ]
     output = {"rate_per_s": args.rate, "target_p95_ms": 100, "results": results}
-    print(json.dumps(output, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(output, indent=2))
+    publish(output, args.json)
     print(f"\n{'path':<26} {'events':>6} {'received':>8} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7}")
     for r in results:
         print(f"{r['path']:<26} {r['events']:>6} {r['received']:>8} {r['p50_ms']:>7} {r['p95_ms']:>7} "

@@ -19,7 +19,7 @@ from ourvidz.config import get_settings
 from ourvidz.db.models import Job
 from ourvidz.jobs.content import check_content, content_policy
 from ourvidz.jobs.spec import JobSpec
-from ourvidz.policy import ContentPolicy, ContentTier
+from ourvidz.policy import ContentPolicy, tier_permitted
 from ourvidz.prompts import Enhancement, rules_enhance
 from ourvidz.prompts.chat import EnhancerFailed, chat_enhance
 from ourvidz.registry import registered_chat_url
@@ -53,8 +53,8 @@ def enhance(
 
 def _same_content(policy: ContentPolicy, original: str, enhanced: str) -> None:
     before, after = policy.classify(original), policy.classify(enhanced)
-    tiers = list(ContentTier)
-    if after.category is not None or tiers.index(after.tier) > tiers.index(before.tier):
+    # the reply may need no tier the prompt's own tier would not permit
+    if after.category is not None or not tier_permitted(after.tier, before.tier, age_verified=True):
         raise EnhancerFailed("the reply needs a higher content tier than the prompt")
 
 
