@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -41,15 +40,14 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from ourvidz.auth import mint_token
 from ourvidz.config import Settings
 from ourvidz.db import migrate
 from ourvidz.db.models import Job
 from ourvidz.db.session import make_engine, sessions_for
-from ourvidz.jobs.create import ensure_profile
 from ourvidz.stack import Stack, free_port, wait_for_http
 
 from report import percentile, publish
+from scratch import scratch_schema, user_tokens
 
 OURVIDZ = [sys.executable, "-m", "ourvidz"]
 USERS = 200
@@ -137,6 +135,11 @@ def prefect_database(database: str, name: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def drop_database(database: str, name: str) -> None:
+    with make_engine(database).connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
 @contextmanager
 def paused_process(process: subprocess.Popen[bytes], paused: bool) -> Iterator[None]:
     """SIGSTOP the process (and its group) for the block: the gateway alone, its dispatches waiting."""
@@ -200,13 +203,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(args.database)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    database_url = f"{args.database}{'&' if '?' in args.database else '?'}options=-csearch_path%3D{schema}"
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="ourvidz-bench-api-") as tmp:
+    with (
+        scratch_schema(args.database) as (database_url, schema),
+        tempfile.TemporaryDirectory(prefix="ourvidz-bench-api-") as tmp,
+    ):
         stack = Stack(Path(tmp))
         stack.env.update({
             "OURVIDZ_DATA_DIR": tmp, "OURVIDZ_DATABASE_URL": database_url,
@@ -223,12 +224,8 @@ def main() -> None:
             gateway = stack.start("gateway", [*OURVIDZ, "api", "--port", str(port)])
             url = f"http://127.0.0.1:{port}"
             wait_for_http(f"{url}/health", 60, gateway)
-            assert settings.jwt_secret is not None
-            sessions, tokens = sessions_for(database_url), []
-            for _ in range(USERS):
-                user = uuid.uuid4()
-                ensure_profile(sessions, user)
-                tokens.append(mint_token(settings.jwt_secret.get_secret_value(), settings.jwt_audience, user))
+            sessions = sessions_for(database_url)
+            tokens = user_tokens(settings, sessions, USERS)
             asyncio.run(closed_loop(url, tokens, 5, 2.0))  # warm-up: connections, caches; not reported
             wait_dispatched(sessions)
             open_jobs = partial(open_loop, url, tokens, args.rate, args.duration)
@@ -259,10 +256,8 @@ def main() -> None:
                 results.append(result)
         finally:
             stack.stop()
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{schema}"'))
+            if args.prefect_db == "postgres":
+                drop_database(args.database, schema)
     output = {
         "duration_s": args.duration,
         "prefect_db": args.prefect_db,

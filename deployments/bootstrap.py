@@ -7,16 +7,27 @@ bootstrap` is safe to re-run at any time (after a settings change it updates jus
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.deployments.runner import EntrypointType
 from prefect.exceptions import ObjectNotFound
+from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.utilities.callables import parameter_schema
 
+from deployments.automations import automations, ensure_automation
 from deployments.definitions import (
     GENERATION_QUEUES,
     GENERATION_TAGS,
+    MAINTENANCE_CONCURRENCY,
+    MAINTENANCE_DEPLOYMENT,
+    MAINTENANCE_FLOWS,
+    MAINTENANCE_QUEUE,
+    MAINTENANCE_TAGS,
+    RECOVERY_FLOW_NAME,
+    MaintenanceFlow,
     QueueSpec,
     generation_description,
     generation_queues,
@@ -54,6 +65,16 @@ async def bootstrap(settings: Settings) -> BootstrapReport:
             report.actions[f"deployment {deployment_name(queue)}"] = await _ensure_deployment(
                 client, settings.work_pool, queue
             )
+        pool = settings.maintenance_pool
+        report.actions[f"work pool {pool}"] = await _ensure_pool(client, pool)
+        for spec in MAINTENANCE_FLOWS:
+            flow = load_flow_from_entrypoint(spec.entrypoint, use_placeholder_flow=False)
+            report.actions[f"deployment {flow.name}/{MAINTENANCE_DEPLOYMENT}"] = await _ensure_maintenance(
+                client, pool, flow, spec
+            )
+        recover = await client.read_deployment_by_name(f"{RECOVERY_FLOW_NAME}/{MAINTENANCE_DEPLOYMENT}")
+        for automation in automations(settings.flow_heartbeat_seconds, recover.id):
+            report.actions[f"automation {automation.name}"] = await ensure_automation(client, automation)
     return report
 
 
@@ -83,6 +104,40 @@ async def _ensure_queue(client: PrefectClient, pool: str, queue: QueueSpec) -> s
     if existing.concurrency_limit == queue.concurrency_limit:
         return "unchanged"
     await client.update_work_queue(existing.id, concurrency_limit=queue.concurrency_limit)
+    return "updated"
+
+
+async def _ensure_maintenance(
+    client: PrefectClient, pool: str, flow: Flow[..., Any], spec: MaintenanceFlow
+) -> str:
+    desired = await flow.ato_deployment(
+        name=MAINTENANCE_DEPLOYMENT,
+        work_pool_name=pool,
+        work_queue_name=MAINTENANCE_QUEUE,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        description=spec.description,
+        tags=list(MAINTENANCE_TAGS),
+        interval=spec.interval_seconds,
+        concurrency_limit=MAINTENANCE_CONCURRENCY,  # two overlapping runs would do the same work twice
+    )
+    try:
+        existing = await client.read_deployment_by_name(f"{flow.name}/{MAINTENANCE_DEPLOYMENT}")
+    except ObjectNotFound:
+        await desired.apply()
+        return "created"
+    intervals = [getattr(s.schedule, "interval", None) for s in existing.schedules if s.active]
+    same = (
+        existing.entrypoint == desired.entrypoint
+        and existing.work_pool_name == pool
+        and existing.description == desired.description
+        and sorted(existing.tags) == sorted(desired.tags)
+        and intervals == ([] if spec.interval_seconds is None else [timedelta(seconds=spec.interval_seconds)])
+        and getattr(existing.global_concurrency_limit, "limit", None) == MAINTENANCE_CONCURRENCY
+        and existing.parameter_openapi_schema == parameter_schema(flow).model_dump(exclude_unset=True)
+    )
+    if same:
+        return "unchanged"
+    await desired.apply()
     return "updated"
 
 

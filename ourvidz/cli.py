@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 import uuid
@@ -121,6 +122,8 @@ def worker(
 ) -> None:
     """Start a GPU worker that runs generation flow runs in-process with warm models."""
     settings = _settings()
+    # before Prefect reads its settings: crash recovery counts on these heartbeats
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(settings.flow_heartbeat_seconds))
     _require_prefect_api()
     from ourvidz.worker.worker import OurvidzWorker
 
@@ -179,12 +182,17 @@ def token(
 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
-    """Apply migrations up to REVISION (default: the latest)."""
+    """Apply migrations up to REVISION (default: the latest), then add missing shipped prompt templates."""
     from ourvidz.db import migrate
+    from ourvidz.db.session import sessions_for
+    from ourvidz.prompts.templates import seed_defaults
 
     url = _settings().database_url
     migrate.upgrade(url, revision)
     typer.echo(f"database at revision {migrate.current_revision(url)}")
+    if revision == "head":
+        added = seed_defaults(sessions_for(url))
+        typer.echo(f"prompt templates added: {', '.join(added) or 'none'}")
 
 
 @db_app.command("downgrade")

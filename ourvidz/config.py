@@ -109,8 +109,24 @@ class Settings(BaseSettings):
         1, ge=1, description="Flow runs of the `wan` work queue running at once (per GPU pool, all workers)."
     )
     work_pool: str = Field("gpu", description="Name of the GPU work pool that generation deployments use.")
+    maintenance_pool: str = Field(
+        "maintenance",
+        description="Work pool of the scheduled and operator flows (prompt-cache refresh, batch "
+        "enhancement); `ourvidz up` runs one worker on it, no GPU needed.",
+    )
     worker_health_port: int | None = Field(
         None, description="Port of a GPU worker's status endpoint (`GET /health`); unset: no endpoint."
+    )
+    flow_heartbeat_seconds: int = Field(
+        30,
+        ge=30,
+        description="How often a GPU worker's flow runs send heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENCY "
+        "unless that is set); a run silent for twice as long is marked Crashed and its job recovered.",
+    )
+    worker_health_host: str = Field(
+        "127.0.0.1",
+        description="Address a GPU worker's status endpoint listens on and registers for the health "
+        "check (set it to the host's reachable address when workers run on other machines).",
     )
     prefect_port: int = Field(4200, description="Port of the Prefect server that `ourvidz up` starts.")
     api_host: str = Field("127.0.0.1", description="Interface the gateway (`ourvidz api`) listens on.")
@@ -125,7 +141,21 @@ class Settings(BaseSettings):
     enhancer_timeout_seconds: float = Field(
         10.0,
         gt=0,
-        description="How long the chat-worker enhancer may take before the rules enhancer steps in.",
+        description="How long the chat-worker enhancer may take before the next enhancer steps in.",
+    )
+    enhancer_model_path: Path | None = Field(
+        None,
+        description="A local transformers causal LM (a folder with config, weights and tokenizer) used "
+        "to enhance prompts when no chat worker answers; unset: straight to the rules enhancer.",
+    )
+    enhancer_model_device: str = Field(
+        "cpu", description="torch device of the local enhancer model (`cuda`, `cuda:1`, `cpu`)."
+    )
+    prompt_cache_check_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How often a process compares its prompt templates with the shared cache version "
+        "(a refresh reaches every process within this time).",
     )
     callback_tolerance_seconds: int = Field(
         300, ge=1, description="How old a signed job callback may be; older or replayed ones are refused."

@@ -15,8 +15,10 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import SystemConfig
+from ourvidz.prompts.chat import PROTOCOLS, ChatWorker
 
 PROBE_TIMEOUT_SECONDS = 2.0
+UNHEALTHY_SKIP_SECONDS = 60.0  # how long a worker found unhealthy is passed over without asking it
 
 
 def worker_key(worker_type: str) -> str:
@@ -57,10 +59,34 @@ def load_worker(sessions: sessionmaker[Session], worker_type: str) -> dict[str, 
         return dict(row.value) if row is not None else None
 
 
-def registered_chat_url(sessions: sessionmaker[Session]) -> str | None:
-    """The chat worker's URL as registered (not probed: its callers fall back when it fails)."""
+def registered_chat_worker(sessions: sessionmaker[Session]) -> ChatWorker | None:
+    """The registered chat worker, unless a probe found it unhealthy within UNHEALTHY_SKIP_SECONDS
+    (then callers go straight to their fallback instead of waiting on it; after that it is tried
+    again). Not probed here: callers fall back when it fails."""
     worker = load_worker(sessions, "chat")
-    return None if worker is None else str(worker["url"])
+    if worker is None or _recently_unhealthy(worker.get("health")):
+        return None
+    protocol = worker.get("protocol", "openai")
+    return ChatWorker(str(worker["url"]), protocol if protocol in PROTOCOLS else "openai")
+
+
+def _recently_unhealthy(health: dict[str, Any] | None) -> bool:
+    if not health or health.get("status") != "unhealthy":
+        return False
+    checked = datetime.fromisoformat(health["checkedAt"])
+    return (datetime.now(UTC) - checked).total_seconds() < UNHEALTHY_SKIP_SECONDS
+
+
+def record_health(sessions: sessionmaker[Session], worker_type: str, url: str, result: Probe) -> None:
+    """Keep a probe's result with the worker's registration (if it is still registered at `url`)."""
+    health = {
+        "status": "healthy" if result.healthy else "unhealthy", "responseTime": round(result.seconds, 4),
+        "error": result.error, "checkedAt": datetime.now(UTC).isoformat(),
+    }  # fmt: skip
+    with sessions.begin() as session:
+        row = session.get(SystemConfig, worker_key(worker_type), with_for_update=True)
+        if row is not None and row.value.get("url") == url.rstrip("/"):
+            row.value = {**row.value, "health": health}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +94,7 @@ class Probe:
     healthy: bool
     seconds: float
     error: str | None = None
+    body: Any = None  # the health endpoint's JSON answer, when it gave one
 
 
 def probe(url: str) -> Probe:
@@ -80,4 +107,8 @@ def probe(url: str) -> Probe:
     elapsed = time.perf_counter() - started
     if not answer.is_success:
         return Probe(False, elapsed, f"HTTP {answer.status_code}")
-    return Probe(True, elapsed)
+    try:
+        body = answer.json()
+    except ValueError:
+        body = None
+    return Probe(True, elapsed, body=body)

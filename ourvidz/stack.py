@@ -171,6 +171,8 @@ def start_local_stack(settings: Settings, worker_health_port: int | None = None)
         gateway = stack.start("gateway", [*ourvidz, "api", "--port", str(settings.api_port)])
         port = worker_health_port or free_port()
         worker = stack.start("gpu-worker", [*ourvidz, "worker", "--health-port", str(port)])
+        maintenance = [*ourvidz, "worker", "--pool", settings.maintenance_pool, "--queue", "default"]
+        stack.start("maintenance-worker", [*maintenance, "--no-warm-up", "--health-port", "0"])
         gateway_url = f"http://{settings.api_host}:{settings.api_port}"
         wait_for_http(f"{gateway_url}/health", WORKER_START_SECONDS, gateway)
         health_url = f"http://127.0.0.1:{port}/health"

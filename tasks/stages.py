@@ -19,11 +19,12 @@ from ourvidz.jobs.finish import finish_job
 from ourvidz.jobs.outputs import record_outputs
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.jobs.start import start_job
-from ourvidz.webhooks import deliver
+from ourvidz.webhooks import QUICK_RETRY_SECONDS, deliver
 from ourvidz.worker.cancellation import cancel_flag
 from ourvidz.worker.runtime import get_runtime
 from tasks.progress import ProgressReporter
 from tasks.retry import BACKOFF_SECONDS, database_unreachable
+from tasks.webhooks import retry_webhook_now
 
 DB_RETRIES = {"retries": len(BACKOFF_SECONDS), "retry_delay_seconds": BACKOFF_SECONDS}
 
@@ -78,8 +79,12 @@ def finish(job_id: uuid.UUID, status: JobStatus, error: str | None = None) -> bo
     return finish_job(_sessions(), job_id, status, error)
 
 
-@task(name="webhook", cache_policy=NO_CACHE, **DB_RETRIES)
+@task(
+    name="webhook", cache_policy=NO_CACHE, retries=len(QUICK_RETRY_SECONDS),
+    retry_delay_seconds=list(QUICK_RETRY_SECONDS), retry_condition_fn=retry_webhook_now,
+)  # fmt: skip
 def webhook(url: str, job_id: uuid.UUID, event_type: str, payload: dict) -> int:
+    """The first attempt and ~2 s of quick retries; later ones are the deliver-webhooks flow's."""
     settings = get_settings()
     assert settings.webhook_secret is not None
     return deliver(

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from ourvidz.auth import decode_token
 from ourvidz.config import Settings
 from ourvidz.db.session import make_engine
+from ourvidz.prompts.templates import default_templates
 
 COMMANDS = ["up", "demo", "api", "worker", "bootstrap", "token", "db"]
 OURVIDZ = shutil.which("ourvidz", path=str(Path(sys.executable).parent)) or "ourvidz"
@@ -54,7 +55,11 @@ def test_db_upgrade_creates_the_schema(database_url: str) -> None:
     engine = make_engine(database_url)
     with engine.connect() as conn:
         assert "jobs" in sa.inspect(conn).get_table_names()
+        seeded = set(conn.scalars(sa.text("SELECT template_name FROM prompt_templates")))
     engine.dispose()
+    assert seeded == {t.name for t in default_templates().all}
+    again = run("db", "upgrade", env={"OURVIDZ_DATABASE_URL": database_url})
+    assert "prompt templates added: none" in again.stdout  # an operator's edits are never replaced
     current = run("db", "current", env={"OURVIDZ_DATABASE_URL": database_url})
     assert "current: 0001  head: 0001" in current.stdout
     down = run("db", "downgrade", "base", env={"OURVIDZ_DATABASE_URL": database_url})

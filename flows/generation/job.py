@@ -66,7 +66,11 @@ def callback(
     result: GenerationResult | None,
     webhook_url: str | None,
 ) -> None:
-    """Tell the world: a Prefect event always, the job's webhook when it has one."""
+    """Tell the world: a Prefect event always, the job's webhook when it has one.
+
+    The webhook gets one attempt here (and ~2 s of quick retries): a receiver that is down must not
+    hold this GPU queue's flow run; the deliver-webhooks flow makes the later attempts.
+    """
     payload: dict[str, Any] = {"job_id": str(job_id), "status": str(status), "job_type": job_type}
     if error is not None:
         payload["error"] = error
@@ -77,7 +81,10 @@ def callback(
         try:
             webhook(webhook_url, job_id, f"job.{status}", payload)
         except Exception as exc:  # every attempt is recorded; the job's own state stands
-            get_run_logger().warning("webhook delivery for job %s gave up: %s", job_id, exc)
+            get_run_logger().warning(
+                "webhook for job %s not delivered yet (%s); left pending for the deliver-webhooks flow",
+                job_id, exc,
+            )  # fmt: skip
 
 
 def _summary(spec: JobSpec, result: GenerationResult) -> dict[str, Any]:

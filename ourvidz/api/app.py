@@ -13,7 +13,7 @@ from ourvidz.api.ratelimit import RateLimits
 from ourvidz.api.realtime import EventHub
 from ourvidz.api.realtime import router as realtime_router
 from ourvidz.api.replay import ReplayGuard
-from ourvidz.api.routes import callbacks, enhancement, jobs, workers
+from ourvidz.api.routes import callbacks, chat, enhancement, jobs, metrics, webhooks, workers
 from ourvidz.api.state import Gateway
 from ourvidz.config import Settings, get_settings
 from ourvidz.db.session import sessions_for
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     api = APIRouter()
-    for module in (jobs, callbacks, enhancement, workers):
+    for module in (jobs, callbacks, enhancement, chat, workers, webhooks, metrics):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(api, prefix=SPEC_PREFIX, include_in_schema=False)

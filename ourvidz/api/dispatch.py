@@ -28,6 +28,7 @@ from ourvidz.catalog import get_job_type
 from ourvidz.db.models import Job
 from ourvidz.db.types import utcnow
 from ourvidz.job_status import JobStatus
+from ourvidz.jobs.recovery import dispatch_key
 
 GENERATION_FLOW_NAME = "generate"
 OUTBOX_INTERVAL_SECONDS = 2.0
@@ -49,8 +50,13 @@ async def dispatch_job(
     job_type: str,
     client: PrefectClient | None = None,
     deployment_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
 ) -> FlowRun:
-    """Create the job's flow run (once) on its queue's deployment and link it from the job row."""
+    """Create the job's flow run (once) on its queue's deployment and link it from the job row.
+
+    The idempotency key is the job id (a recovered job's key adds its recovery count, see
+    `ourvidz.jobs.recovery.dispatch_key`), so dispatching the same attempt twice gives one run.
+    """
     async with AsyncExitStack() as stack:
         if client is None:
             client = await stack.enter_async_context(get_client())
@@ -61,7 +67,7 @@ async def dispatch_job(
             deployment_id,
             parameters={"job_id": str(job_id), "job_type": job_type},
             state=Scheduled(),
-            idempotency_key=str(job_id),
+            idempotency_key=idempotency_key or str(job_id),
         )
     await asyncio.to_thread(_link, sessions, job_id, flow_run.id)
     return flow_run
@@ -112,7 +118,7 @@ class Dispatcher:
         assert self._client is not None, "dispatcher not started"
         return self._client
 
-    async def dispatch(self, job_id: uuid.UUID, job_type: str) -> FlowRun | None:
+    async def dispatch(self, job_id: uuid.UUID, job_type: str, key: str | None = None) -> FlowRun | None:
         """Dispatch now; on failure the job waits for the outbox loop (nothing is lost)."""
         queue = get_job_type(job_type).queue
         self._pending.add(job_id)
@@ -122,7 +128,7 @@ class Dispatcher:
                     deployment = await self.client.read_deployment_by_name(deployment_name(queue))
                     self._deployments[queue] = deployment.id
                 return await dispatch_job(
-                    self.sessions, job_id, job_type, self.client, self._deployments[queue]
+                    self.sessions, job_id, job_type, self.client, self._deployments[queue], key
                 )
         except Exception as exc:
             if isinstance(exc, ObjectNotFound):  # the deployment was deleted or re-created
@@ -136,22 +142,23 @@ class Dispatcher:
         """Dispatch queued jobs that have no flow run yet; returns how many were dispatched."""
         pending = await asyncio.to_thread(self._undispatched)
         dispatched = 0
-        for job_id, job_type in pending:
-            if await self.dispatch(job_id, job_type) is None:
+        for job_id, job_type, key in pending:
+            if await self.dispatch(job_id, job_type, key) is None:
                 break  # Prefect is still away; try again next round
             dispatched += 1
         return dispatched
 
-    def _undispatched(self) -> list[tuple[uuid.UUID, str]]:
+    def _undispatched(self) -> list[tuple[uuid.UUID, str, str]]:
         cutoff = utcnow() - timedelta(seconds=self.grace_seconds)
         with self.sessions() as session:
             rows = session.execute(
-                select(Job.id, Job.job_type)
+                select(Job.id, Job.job_type, Job.meta)
                 .where(Job.status == JobStatus.QUEUED, Job.flow_run_id.is_(None), Job.created_at < cutoff)
                 .order_by(Job.created_at)
                 .limit(OUTBOX_BATCH)
             ).all()
-        return [(row.id, row.job_type) for row in rows if row.id not in self._pending]
+        waiting = [row for row in rows if row.id not in self._pending]
+        return [(row.id, row.job_type, dispatch_key(row.id, row.meta)) for row in waiting]
 
     async def refresh_workers_online(self) -> bool | None:
         try:

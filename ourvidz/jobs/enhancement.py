@@ -1,57 +1,103 @@
-"""The prompt a job is generated from: the original, or the enhancer's version for enhanced job types
-(and jobs that ask with `metadata.enhance`).
+"""The prompt a job is generated from: the original, or the enhancer chain's version for enhanced job
+types (and jobs that ask with `metadata.enhance`).
 
-Enhancers in order: the registered chat worker, then the rules enhancer, which is always there. A chat
-worker that fails, times out, answers garbage or changes the content tier is passed over, and the
-result says so (`rules_fallback`).
+The chain, in order: the registered chat worker, the local transformers model (when
+OURVIDZ_ENHANCER_MODEL_PATH is set), then the rules enhancer, which is always there. An enhancer
+that fails, times out, answers garbage or changes the content tier is passed over, and the result's
+strategy says so (`local_llm_fallback`, `rules_fallback`). System prompts and rules templates come
+from the prompt-template cache, chosen by model family, quality and the prompt's content tier.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.catalog import JobType, get_job_type
-from ourvidz.config import get_settings
+from ourvidz.config import Settings, get_settings
 from ourvidz.db.models import Job
 from ourvidz.jobs.content import check_content, content_policy
 from ourvidz.jobs.spec import JobSpec
-from ourvidz.policy import ContentPolicy, tier_permitted
+from ourvidz.policy import ContentPolicy, ContentTier, tier_permitted
 from ourvidz.prompts import Enhancement, rules_enhance
-from ourvidz.prompts.chat import EnhancerFailed, chat_enhance
-from ourvidz.registry import registered_chat_url
+from ourvidz.prompts.chat import ChatWorker, EnhancerFailed, chat_enhance
+from ourvidz.prompts.local_llm import local_enhance
+from ourvidz.prompts.templates import Templates, default_templates, prompt_cache
+from ourvidz.registry import registered_chat_worker
 
 NO_ENHANCEMENT = "none"
 FALLBACK_STRATEGY = "rules_fallback"
+LOCAL_FALLBACK_STRATEGY = "local_llm_fallback"
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Enhancers:
+    """The enhancers a call may try before the rules enhancer, and how long the chat worker gets."""
+
+    chat: ChatWorker | None = None
+    local_model: Path | None = None
+    device: str = "cpu"
+    timeout: float = 10.0
+    model: str | None = None  # the request's choice among the chat worker's models, if it has several
+
+
+def enhancers_for(sessions: sessionmaker[Session], settings: Settings) -> Enhancers:
+    """What this process can use now: the registered chat worker and the configured local model."""
+    return Enhancers(
+        chat=registered_chat_worker(sessions), local_model=settings.enhancer_model_path,
+        device=settings.enhancer_model_device, timeout=settings.enhancer_timeout_seconds,
+    )  # fmt: skip
+
+
+def templates_for(sessions: sessionmaker[Session], settings: Settings) -> Templates:
+    return prompt_cache(sessions, settings.prompt_cache_check_seconds).current()
 
 
 def enhance(
     prompt: str,
     job_type: JobType,
+    enhancers: Enhancers | None = None,
     *,
-    chat_url: str | None = None,
     policy: ContentPolicy | None = None,
-    timeout: float = 10.0,
+    templates: Templates | None = None,
 ) -> Enhancement:
-    """The enhanced prompt for a job type, within its token budget: the chat worker's when one is
-    given and gives a usable answer (checked against `policy`), else the rules enhancer's."""
-    if chat_url is None:
-        return rules_enhance(prompt, job_type)
-    try:
-        result = chat_enhance(chat_url, prompt, job_type, timeout)
-        if policy is not None:
+    """The enhanced prompt for a job type, within its token budget, from the first enhancer of the
+    chain that gives a usable answer (checked against `policy` when given)."""
+    enhancers = enhancers or Enhancers()
+    templates = templates or default_templates()
+    tier = policy.classify(prompt).tier if policy is not None else ContentTier.ARTISTIC
+    system_prompt = templates.enhancement_prompt(job_type, tier)
+    failed = False
+    if enhancers.chat is not None:
+        try:
+            result = chat_enhance(
+                enhancers.chat, prompt, job_type, system_prompt, enhancers.timeout, enhancers.model
+            )
             _same_content(policy, prompt, result.prompt)
-        return result
-    except EnhancerFailed as exc:
-        logger.warning("chat-worker enhancement failed, rules enhancer used instead: %s", exc)
-        return replace(rules_enhance(prompt, job_type), strategy=FALLBACK_STRATEGY)
+            return result
+        except EnhancerFailed as exc:
+            logger.warning("chat-worker enhancement failed, next enhancer used: %s", exc)
+            failed = True
+    if enhancers.local_model is not None:
+        try:
+            result = local_enhance(enhancers.local_model, enhancers.device, prompt, job_type, system_prompt)
+            _same_content(policy, prompt, result.prompt)
+            return replace(result, strategy=LOCAL_FALLBACK_STRATEGY) if failed else result
+        except EnhancerFailed as exc:
+            logger.warning("local-model enhancement failed, rules enhancer used: %s", exc)
+            failed = True
+    result = rules_enhance(prompt, job_type, templates.rules_template(job_type, tier))
+    return replace(result, strategy=FALLBACK_STRATEGY) if failed else result
 
 
-def _same_content(policy: ContentPolicy, original: str, enhanced: str) -> None:
+def _same_content(policy: ContentPolicy | None, original: str, enhanced: str) -> None:
+    if policy is None:
+        return
     before, after = policy.classify(original), policy.classify(enhanced)
     # the reply may need no tier the prompt's own tier would not permit
     if after.category is not None or not tier_permitted(after.tier, before.tier, age_verified=True):
@@ -77,8 +123,8 @@ def apply_enhancement(sessions: sessionmaker[Session], spec: JobSpec) -> str:
     if spec.enhance:
         settings = get_settings()
         result = enhance(
-            spec.prompt, spec.job_type, chat_url=registered_chat_url(sessions),
-            policy=content_policy(settings), timeout=settings.enhancer_timeout_seconds,
+            spec.prompt, spec.job_type, enhancers_for(sessions, settings), policy=content_policy(settings),
+            templates=templates_for(sessions, settings),
         )  # fmt: skip
         prompt, strategy, details = result.prompt, result.strategy, enhancement_metadata(result)
     with sessions.begin() as session:
@@ -102,8 +148,11 @@ REGRESSION_PROMPTS = (
 REGRESSION_JOB_TYPES = ("sdxl_image_fast", "sdxl_image_high", "image_fast", "video_fast", "video_high")
 
 
-def validate_enhancer(policy: ContentPolicy) -> list[dict[str, Any]]:
-    """Run the regression set through the current enhancer; one result per (prompt, job type).
+def validate_enhancer(
+    policy: ContentPolicy, templates: Templates, enhancers: Enhancers | None = None
+) -> list[dict[str, Any]]:
+    """Run the regression set through the enhancer chain with `templates` (the rows as they are in the
+    table now, before a refresh reaches the processes); one result per (prompt, job type).
 
     A case passes when the enhanced prompt is non-empty, within the token budget, needs the same
     content tier as the original, and is not prohibited.
@@ -112,7 +161,9 @@ def validate_enhancer(policy: ContentPolicy) -> list[dict[str, Any]]:
     for job_type_name in REGRESSION_JOB_TYPES:
         job_type = get_job_type(job_type_name)
         for index, prompt in enumerate(REGRESSION_PROMPTS):
-            result = enhance(prompt, job_type)
+            result = enhance(prompt, job_type, enhancers, policy=policy, templates=templates)
+            if enhancers is not None and enhancers.chat is not None and result.strategy.endswith("_fallback"):
+                enhancers = replace(enhancers, chat=None)  # a failing worker costs one timeout, not 25
             before, after = policy.classify(prompt), policy.classify(result.prompt)
             checks = {
                 "non_empty": bool(result.prompt.strip()),
@@ -123,5 +174,6 @@ def validate_enhancer(policy: ContentPolicy) -> list[dict[str, Any]]:
             cases.append({
                 "case": index, "job_type": job_type.name, "passed": all(checks.values()), **checks,
                 "token_count": result.token_count, "token_budget": job_type.token_budget,
+                "enhancement_strategy": result.strategy,
             })  # fmt: skip
     return cases

@@ -30,6 +30,8 @@ from prefect.settings import get_current_settings
 from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker, BaseWorkerResult
 
 from ourvidz.config import get_settings
+from ourvidz.db.session import sessions_for
+from ourvidz.registry import save_worker
 from ourvidz.worker.cancellation import cancel_flag, forget
 from ourvidz.worker.flow_threads import FlowThreads
 from ourvidz.worker.health import HealthServer
@@ -97,8 +99,10 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
         if self.warm_up:
             self._background.start_soon(self._warm_up)
         if self._health_port is not None:
-            self._health = HealthServer(self._health_port, self.status)
+            host = get_settings().worker_health_host
+            self._health = HealthServer(self._health_port, self.status, host)
             self._health.start()
+            await anyio.to_thread.run_sync(self._register, f"http://{host}:{self._health.port}")
 
     async def teardown(self, *exc_info: Any) -> None:
         if self._background is not None:
@@ -142,6 +146,15 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
     ) -> None:
         """A run handed to this process but not started yet: raise its flag so it stops at once."""
         self._on_cancelling(uuid.UUID(infrastructure_pid.rsplit(":", 1)[-1]))
+
+    def _register(self, url: str) -> None:
+        """Record the status endpoint as `worker:<pool>:<name>`, so the health-check flow probes it."""
+        extra = {"pool": self._work_pool_name, "queues": sorted(self._work_queues)}
+        key = f"{self._work_pool_name}:{self.name}"
+        try:
+            save_worker(sessions_for(get_settings().database_url), key, url, "worker-start", extra)
+        except Exception as exc:  # the job database may not be reachable yet: the worker runs anyway
+            self._logger.warning("status endpoint not registered for health checks: %s", exc)
 
     def status(self) -> dict[str, Any]:
         """What `GET /health` reports: identity, queues, running and peak runs, warm models."""

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.api.dispatch import dispatch_job
 from ourvidz.auth import Role, mint_token
-from ourvidz.config import Settings
+from ourvidz.config import Settings, get_settings
 from ourvidz.db import migrate
 from ourvidz.db.models import Job, SystemConfig
 from ourvidz.db.session import sessions_for
@@ -111,6 +111,7 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory, orchestra_database: str)
     data_dir: Path = tmp_path_factory.mktemp("orchestra")
     env = {name: value for name, value in os.environ.items() if not name.startswith("OURVIDZ_")}
     env.update({"OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_DATABASE_URL": orchestra_database})
+    env["OURVIDZ_PROMPT_CACHE_CHECK_SECONDS"] = "0.5"  # a cache refresh reaches the processes quickly
     stack = Stack(data_dir, env=env)
     try:
         api_url = stack.start_prefect_server(free_port())
@@ -154,6 +155,16 @@ def extra_gateway(
         yield url
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def as_orchestra(orchestra: Orchestra, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Flows run in this test process read the settings of the orchestra's processes."""
+    monkeypatch.setenv("OURVIDZ_DATA_DIR", str(orchestra.settings.data_dir))
+    monkeypatch.setenv("OURVIDZ_DATABASE_URL", orchestra.settings.database_url)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture

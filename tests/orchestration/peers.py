@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,15 +57,27 @@ class SwitchableProxy:
 
 
 class FakeChatWorker:
-    """An OpenAI-compatible chat worker that echoes the last message; `healthy=False` makes it fail,
-    `delay` makes it slow, `reply` replaces the echo (a str as the message content, bytes as the raw
-    response body, for garbage)."""
+    """A chat worker that echoes the last message, on both wire protocols: OpenAI's
+    `POST /v1/chat/completions` (any other POST path answers the same; with `"stream": true` the reply
+    comes as server-sent events in several chunks, ending with `data: [DONE]`) and the OurVidz worker's
+    `POST /chat` (`{"success": true, "response": ...}`) and `POST /enhance` (`{"success": true,
+    "enhanced_prompt": ...}`).
+
+    `healthy=False` makes it fail, `delay` makes it slow, `reply` replaces the echo (a str as the
+    message content, bytes as the raw response body, for garbage), `fail_mid_stream=True` sends one
+    chunk of a streamed reply and then drops the connection, `chunk_pause` spaces the chunks out.
+    `requests` holds each request's body and `paths` its path, in the same order; `cut_streams` counts
+    streamed replies whose reader hung up before the end."""
 
     def __init__(self) -> None:
         self.healthy = True
         self.delay = 0.0
         self.reply: str | bytes | None = None
+        self.fail_mid_stream = False
+        self.chunk_pause = 0.01  # seconds between streamed chunks
+        self.cut_streams = 0  # streamed replies whose reader hung up before the end
         self.requests: list[dict[str, Any]] = []
+        self.paths: list[str] = []
         worker = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -73,6 +86,7 @@ class FakeChatWorker:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                worker.paths.append(self.path)
                 worker.requests.append(body)
                 time.sleep(worker.delay)
                 if not worker.healthy:
@@ -84,7 +98,42 @@ class FakeChatWorker:
                 text = (
                     worker.reply if worker.reply is not None else f"echo: {body['messages'][-1]['content']}"
                 )
-                self._answer(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
+                if self.path == "/chat":
+                    self._answer(200, {"success": True, "response": text})
+                elif self.path == "/enhance":
+                    self._answer(200, {"success": True, "enhanced_prompt": text})
+                elif body.get("stream") is True:
+                    self._stream(text)
+                else:
+                    self._answer(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
+
+            def _stream(self, text: str) -> None:
+                """OpenAI's chat-completion chunks as SSE over a chunked HTTP/1.1 body, flushed one by one."""
+                self.protocol_version = "HTTP/1.1"
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("transfer-encoding", "chunked")
+                self.send_header("connection", "close")
+                self.end_headers()
+                pieces = re.findall(r"\s*\S+|\s+$", text)  # a word each, spaces kept
+                deltas = [{"role": "assistant"}, *({"content": piece} for piece in pieces), {}]
+                try:
+                    for index, delta in enumerate(deltas):
+                        finish = "stop" if index == len(deltas) - 1 else None
+                        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+                        event = {"object": "chat.completion.chunk", "choices": [choice]}
+                        self._chunk(f"data: {json.dumps(event)}\n\n".encode())
+                        if worker.fail_mid_stream and index == 1:
+                            return  # the connection drops with the body unfinished (no last chunk)
+                        time.sleep(worker.chunk_pause)
+                    self._chunk(b"data: [DONE]\n\n")
+                    self._chunk(b"")  # the last chunk: the body is complete
+                except (BrokenPipeError, ConnectionResetError):
+                    worker.cut_streams += 1
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
 
             def _answer(self, status: int, payload: dict[str, Any] | bytes) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

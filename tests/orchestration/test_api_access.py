@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import subprocess
 import time
@@ -31,7 +30,7 @@ from tests.orchestration.conftest import OURVIDZ, Orchestra, extra_gateway
 from tests.orchestration.peers import FakeChatWorker, SwitchableProxy
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
-_AGE = itertools.count()
+_STAMPS: set[int] = set()  # every report gets its own timestamp, as a worker's retry would
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +155,22 @@ def test_forged_tokens_are_refused(orchestra: Orchestra) -> None:
 def _callback(url: str, orchestra: Orchestra, body: dict[str, Any], stamp: int | None = None,
               tamper: bool = False) -> httpx.Response:  # fmt: skip
     raw = json.dumps(body).encode()
-    stamp = stamp or int(time.time()) - next(_AGE)  # each report signed anew, as a worker's retry would be
+    stamp = stamp or _fresh_stamp()
     assert orchestra.settings.callback_secret is not None
     signature = sign_callback(orchestra.settings.callback_secret.get_secret_value(), stamp, raw)
     sent = raw.replace(b"completed", b"failed") if tamper else raw
     headers = {TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: signature, "content-type": "application/json"}
     return httpx.post(f"{url}/job-callback", content=sent, headers=headers)
+
+
+def _fresh_stamp() -> int:
+    """Now, or the latest second before it not used yet (a counter subtracted from the clock repeats a
+    stamp whenever the clock ticks between two calls, and a repeated signature is refused as a replay)."""
+    stamp = int(time.time())
+    while stamp in _STAMPS:
+        stamp -= 1
+    _STAMPS.add(stamp)
+    return stamp
 
 
 def _isolated_job(database: str, job_type: str, **metadata: Any) -> tuple[sessionmaker[Session], Job]:
@@ -241,7 +250,7 @@ def test_chat_worker_registry_health_and_playground(
     second = httpx.post(chat, json={"message": "again", "conversation_id": conversation}, headers=headers)
     assert second.json()["response"] == "echo: again"
     assert (second.json()["sdxl_prompt"], second.json()["content_tier"]) == ("hello, again", "artistic")
-    assert [m["role"] for m in chat_worker.requests[-1]["messages"]] == ["user", "assistant", "user"]
+    assert " ".join(m["role"] for m in chat_worker.requests[-1]["messages"]) == "system user assistant user"
     peek = {"message": "peek", "conversation_id": conversation}
     theirs = httpx.post(chat, json=peek, headers=orchestra.headers(_user(orchestra)))
     assert theirs.status_code == 404

@@ -8,10 +8,17 @@ from typing import Any
 
 import yaml
 
+from deployments.automations import CRASH_SILENT_RUNS, RECOVER_CRASHED_JOBS
 from deployments.definitions import (
     GENERATION_ENTRYPOINT,
     GENERATION_QUEUES,
     GENERATION_TAGS,
+    MAINTENANCE_CONCURRENCY,
+    MAINTENANCE_DEPLOYMENT,
+    MAINTENANCE_FLOWS,
+    MAINTENANCE_QUEUE,
+    MAINTENANCE_TAGS,
+    RECOVERY_FLOW_NAME,
     generation_description,
 )
 from ourvidz.api.dispatch import deployment_name
@@ -65,7 +72,9 @@ def test_bootstrap_made_what_the_workers_need(orchestra: Orchestra) -> None:
 def test_bootstrap_twice_changes_nothing(orchestra: Orchestra) -> None:
     before = _server_state(orchestra)
     lines = _bootstrap(orchestra)
-    assert len(lines) == 5 and all(line.split()[0] == "unchanged" for line in lines), lines
+    # pool, 2 queues, 2 generation deployments, maintenance pool and flows, 2 automations
+    assert len(lines) == 6 + len(MAINTENANCE_FLOWS) + 2, lines
+    assert all(line.split()[0] == "unchanged" for line in lines), lines
     assert _server_state(orchestra) == before
 
 
@@ -85,14 +94,34 @@ def test_bootstrap_applies_a_changed_limit_and_only_that(orchestra: Orchestra) -
 def test_prefect_yaml_declares_the_same_deployments() -> None:
     project = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     declared = {
-        d["name"]: (d["entrypoint"], d["work_pool"]["name"], d["work_pool"]["work_queue_name"], d["tags"],
-                    d["description"])
+        (d["name"], d["entrypoint"]): (d["work_pool"]["name"], d["work_pool"]["work_queue_name"], d["tags"],
+                                       d["description"], [s["interval"] for s in d.get("schedules", [])],
+                                       d.get("concurrency_limit"))
         for d in project["deployments"]
     }  # fmt: skip
     assert declared == {
-        q: (GENERATION_ENTRYPOINT, "gpu", q, list(GENERATION_TAGS), generation_description(q))
-        for q in GENERATION_QUEUES
-    }
+        **{
+            (q, GENERATION_ENTRYPOINT): ("gpu", q, list(GENERATION_TAGS), generation_description(q), [], None)
+            for q in GENERATION_QUEUES
+        },
+        **{
+            (MAINTENANCE_DEPLOYMENT, f.entrypoint): (
+                "maintenance", MAINTENANCE_QUEUE, list(MAINTENANCE_TAGS), f.description,
+                [f.interval_seconds] if f.interval_seconds else [], MAINTENANCE_CONCURRENCY,
+            )
+            for f in MAINTENANCE_FLOWS
+        },
+    }  # fmt: skip
+
+
+def test_bootstrap_deploys_the_maintenance_flows_on_their_schedules(orchestra: Orchestra) -> None:
+    with orchestra.client() as client:
+        assert client.read_work_pool("maintenance").type == "ourvidz-gpu"
+        refresh = client.read_deployment_by_name(f"refresh-prompt-cache/{MAINTENANCE_DEPLOYMENT}")
+        batch = client.read_deployment_by_name(f"enhance-prompts/{MAINTENANCE_DEPLOYMENT}")
+    assert [s.schedule.interval.total_seconds() for s in refresh.schedules] == [300]  # type: ignore[union-attr]
+    assert (refresh.work_pool_name, batch.work_pool_name) == ("maintenance", "maintenance")
+    assert batch.schedules == []
 
 
 def test_prefect_cli_starts_our_worker_type(orchestra: Orchestra) -> None:
@@ -104,3 +133,16 @@ def test_prefect_cli_starts_our_worker_type(orchestra: Orchestra) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     with orchestra.client() as client:
         assert client.read_work_pool("gpu-cli-check").type == "ourvidz-gpu"
+
+
+def test_bootstrap_creates_the_crash_recovery_automations(orchestra: Orchestra) -> None:
+    with orchestra.client() as client:
+        recover = client.read_deployment_by_name(f"{RECOVERY_FLOW_NAME}/{MAINTENANCE_DEPLOYMENT}")
+        silent = client.read_automations_by_name(CRASH_SILENT_RUNS)
+        crashed = client.read_automations_by_name(RECOVER_CRASHED_JOBS)
+    assert len(silent) == len(crashed) == 1
+    trigger = silent[0].trigger
+    assert trigger.posture == "Proactive" and trigger.within.total_seconds() == 60  # type: ignore[union-attr]
+    assert [action.type for action in silent[0].actions] == ["change-flow-run-state"]
+    (run,) = crashed[0].actions
+    assert (run.type, run.deployment_id) == ("run-deployment", recover.id)  # type: ignore[union-attr]

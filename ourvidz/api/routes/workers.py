@@ -30,7 +30,7 @@ from ourvidz.api.schemas import (
 )
 from ourvidz.api.security import Admin, ServiceOrAdmin, User
 from ourvidz.api.state import Gateway, gateway
-from ourvidz.registry import load_worker, probe, save_worker
+from ourvidz.registry import load_worker, probe, record_health, save_worker
 
 router = APIRouter(tags=["workers"])
 GatewayDep = Annotated[Gateway, Depends(gateway)]
@@ -46,6 +46,7 @@ def get_active_worker_url(response: Response, user: User, gw: GatewayDep) -> Wor
     if worker is None:
         raise ApiError(404, "NOT_FOUND", "no chat worker is registered")
     health = probe(worker["url"])
+    record_health(gw.sessions, "chat", worker["url"], health)
     return WorkerUrlResponse(
         success=health.healthy, workerUrl=worker["url"], isHealthy=health.healthy, healthError=health.error,
         registrationInfo=RegistrationInfo(**worker["registrationInfo"]),
@@ -66,6 +67,7 @@ async def health_check_workers(response: Response, user: User, gw: GatewayDep) -
         workers["chat"] = WorkerHealth(status="unhealthy", responseTime=0.0)
     else:
         health = await asyncio.to_thread(probe, chat["url"])
+        await asyncio.to_thread(record_health, gw.sessions, "chat", chat["url"], health)
         workers["chat"] = WorkerHealth(
             status="healthy" if health.healthy else "unhealthy", responseTime=health.seconds
         )
@@ -86,7 +88,10 @@ def update_worker_url(
 def register_chat_worker(
     body: RegisterChatWorkerRequest, _caller: ServiceOrAdmin, gw: GatewayDep
 ) -> SimpleResponse:
-    extra = {"capabilities": body.capabilities, "maxConcurrentChats": body.max_concurrent_chats}
+    extra = {
+        "capabilities": body.capabilities, "maxConcurrentChats": body.max_concurrent_chats,
+        "protocol": body.protocol,
+    }  # fmt: skip
     saved = save_worker(gw.sessions, "chat", str(body.worker_url), "register-chat-worker", extra)
     return SimpleResponse(message="chat worker registered", details=saved)
 
@@ -179,6 +184,7 @@ def _chat_worker(gw: Gateway) -> str:
     if worker is None:
         raise RuntimeError("no chat worker is registered")
     health = probe(worker["url"])
+    record_health(gw.sessions, "chat", worker["url"], health)
     if not health.healthy:
         raise RuntimeError(f"{worker['url']} is unhealthy: {health.error}")
     return f"{worker['url']} answered in {health.seconds * 1000:.0f} ms"

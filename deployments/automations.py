@@ -1,0 +1,74 @@
+"""Crash recovery as Prefect automations, created and kept up to date by `ourvidz bootstrap`.
+
+1. A flow run of ours that sends no heartbeat for twice the heartbeat interval (its worker died or
+   hangs) is marked Crashed; GPU workers send one every OURVIDZ_FLOW_HEARTBEAT_SECONDS.
+2. A crashed generation run starts the `recover-jobs` flow at once, which re-queues its job on a new
+   run (capped by the job's `max_attempts`, then failed) instead of waiting for its next schedule.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState, RunDeployment
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+CRASH_SILENT_RUNS = "ourvidz: crash flow runs without heartbeats"
+RECOVER_CRASHED_JOBS = "ourvidz: recover jobs of crashed generation runs"
+FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
+
+
+def _tagged(tag: str) -> dict[str, Any]:
+    return {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{tag}"}
+
+
+def automations(heartbeat_seconds: int, recover_deployment_id: uuid.UUID) -> list[AutomationCore]:
+    silent = EventTrigger(
+        after={"prefect.flow-run.heartbeat"},
+        expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related=_tagged("ourvidz"),  # type: ignore[arg-type]
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=timedelta(seconds=2 * heartbeat_seconds),
+    )
+    crashed = EventTrigger(
+        expect={"prefect.flow-run.Crashed"},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related=_tagged("generation"),  # type: ignore[arg-type]
+        posture=Posture.Reactive,
+        threshold=1,
+    )
+    return [
+        AutomationCore(
+            name=CRASH_SILENT_RUNS,
+            description="A flow run whose heartbeats stopped (its worker died) becomes Crashed.",
+            trigger=silent,
+            actions=[ChangeFlowRunState(state=StateType.CRASHED, message="No heartbeat: its worker is gone")],
+        ),
+        AutomationCore(
+            name=RECOVER_CRASHED_JOBS,
+            description="Re-queue the job of a crashed generation run now (up to its max attempts).",
+            trigger=crashed,
+            actions=[RunDeployment(source="selected", deployment_id=recover_deployment_id, parameters={})],
+        ),
+    ]
+
+
+async def ensure_automation(client: PrefectClient, desired: AutomationCore) -> str:
+    """Create the automation, or update the one of the same name when its trigger or actions differ."""
+    existing = await client.read_automations_by_name(desired.name)
+    if not existing:
+        await client.create_automation(desired)
+        return "created"
+    current = existing[0]
+    keys = {"description", "enabled", "trigger", "actions"}
+    if current.model_dump(include=keys, mode="json") == desired.model_dump(include=keys, mode="json"):
+        return "unchanged"
+    await client.update_automation(current.id, desired)
+    return "updated"

@@ -1,0 +1,26 @@
+"""Crash recovery: jobs whose flow run was lost (its worker died, its run crashed) are re-queued on
+another run, up to their `max_attempts`, then failed with `WORKER_LOST`.
+
+Runs every minute on the maintenance pool, and at once when a generation run crashes (the
+`crashed generation run -> recover-jobs` automation that `ourvidz bootstrap` creates).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import acreate_table_artifact
+
+from tasks.maintenance import recover_lost_jobs
+
+ARTIFACT_KEY = "job-recovery"
+
+
+@flow(name="recover-jobs", log_prints=True)
+async def recover_jobs() -> list[dict[str, Any]]:
+    actions = await recover_lost_jobs()
+    if actions:
+        await acreate_table_artifact(key=ARTIFACT_KEY, table=actions, description="Jobs recovered")
+    print(f"{len(actions)} job(s) recovered")
+    return actions

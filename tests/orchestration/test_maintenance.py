@@ -1,0 +1,108 @@
+"""The maintenance flows against the session's real Prefect server, GPU worker and gateway: recovery
+of jobs whose run was lost, worker health, the usage report."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.states import Crashed
+
+from flows.maintenance.health import check_worker_health
+from flows.maintenance.recovery import recover_jobs
+from flows.maintenance.report import ARTIFACT_KEY as REPORT_KEY
+from flows.maintenance.report import daily_usage_report
+from ourvidz.api.dispatch import deployment_name
+from ourvidz.db.models import Job, WorkerHealth
+from ourvidz.db.types import utcnow
+from ourvidz.job_status import JobStatus
+from ourvidz.jobs.create import create_job
+from ourvidz.jobs.recovery import WORKER_LOST
+from ourvidz.registry import save_worker
+from tests.orchestration.conftest import Orchestra
+from tests.orchestration.peers import FakeChatWorker
+
+pytestmark = pytest.mark.usefixtures("as_orchestra")
+SMALL = {"width": 64, "height": 64, "steps": 2}
+
+
+def _job_on_a_crashed_run(orchestra: Orchestra, attempts: int) -> uuid.UUID:
+    """A job that was processing on a run whose worker died: the run is Crashed, the job still says
+    processing, and it is old enough for recovery to look at it."""
+    job = create_job(
+        orchestra.sessions, user_id=orchestra.user_id, job_type="sdxl_image_fast", prompt="a lighthouse",
+        metadata=SMALL,
+    ).job  # fmt: skip
+    with orchestra.client() as client:
+        deployment = client.read_deployment_by_name(deployment_name("sdxl"))
+        run = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"job_id": str(job.id), "job_type": job.job_type}, state=Crashed()
+        )
+    with orchestra.sessions.begin() as session:
+        row = session.get_one(Job, job.id)
+        row.status, row.attempts, row.flow_run_id = JobStatus.PROCESSING, attempts, run.id
+        row.created_at = utcnow() - timedelta(minutes=2)
+    return job.id
+
+
+def test_a_job_whose_run_crashed_is_requeued_and_completes(orchestra: Orchestra) -> None:
+    job_id = _job_on_a_crashed_run(orchestra, attempts=1)
+    actions = [a for a in asyncio.run(recover_jobs()) if a["job_id"] == str(job_id)]
+    assert [(a["action"], a["reason"]) for a in actions] == [
+        ("requeued", "its flow run crashed (worker lost)")
+    ]
+    job = orchestra.wait_final([job_id])[job_id]
+    assert (job.status, job.attempts, str(job.flow_run_id)) == (
+        JobStatus.COMPLETED, 2, actions[0]["new_flow_run_id"]
+    )  # fmt: skip
+    assert [r["attempt"] for r in job.meta["recoveries"]] == [1]
+    assert not [a for a in asyncio.run(recover_jobs()) if a["job_id"] == str(job_id)]  # settled
+
+
+def test_a_job_out_of_attempts_is_failed_with_the_reason(orchestra: Orchestra) -> None:
+    job_id = _job_on_a_crashed_run(orchestra, attempts=3)
+    assert [a["action"] for a in asyncio.run(recover_jobs()) if a["job_id"] == str(job_id)] == ["failed"]
+    with orchestra.sessions() as session:
+        job = session.get_one(Job, job_id)
+    assert job.status is JobStatus.FAILED and str(job.error_message).startswith(f"{WORKER_LOST}: ")
+
+
+def test_the_health_check_records_workers_and_passes_over_a_dead_chat_worker(orchestra: Orchestra) -> None:
+    chat = FakeChatWorker()
+    save_worker(orchestra.sessions, "chat", chat.url, "register-chat-worker")
+    chat.stop()  # registered, then gone
+    started = utcnow()
+    try:
+        observations = asyncio.run(check_worker_health())
+        by_type = {(o["workerType"], o["status"]) for o in observations}
+        assert ("chat", "unhealthy") in by_type and ("prefect:gpu", "healthy") in by_type
+        gpu = [o for o in observations if o["workerType"] == "gpu"]  # the worker's own status endpoint
+        assert gpu and all(o["status"] == "healthy" and isinstance(o["activeJobs"], int) for o in gpu)
+        with orchestra.sessions() as session:
+            rows = session.scalars(sa.select(WorkerHealth).where(WorkerHealth.checked_at >= started)).all()
+        assert len(rows) == len(observations)
+        user = orchestra.headers()
+        active = httpx.get(f"{orchestra.gateway_url}/get-active-worker-url", headers=user, timeout=10).json()
+        assert active["isHealthy"] is False and active["workerUrl"] == chat.url
+        body = {"prompt": "a lighthouse at dusk", "jobType": "sdxl_image_fast"}
+        answer = httpx.post(f"{orchestra.gateway_url}/enhance-prompt", json=body, headers=user, timeout=30)
+        assert answer.json()["enhancement_strategy"] == "rules"  # not asked (and not waited for) at all
+    finally:
+        orchestra.forget_chat_worker()
+
+
+def test_the_daily_report_counts_todays_jobs(orchestra: Orchestra) -> None:
+    job_id = orchestra.submit("sdxl_image_fast", metadata=SMALL)
+    orchestra.wait_final([job_id])
+    report = asyncio.run(daily_usage_report())
+    assert report["jobs"]["sdxl_image_fast"]["completed"] >= 1 and report["storage_bytes"] > 0
+    with orchestra.client() as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_KEY]))
+        )
+    assert artifacts and "sdxl_image_fast" in str(artifacts[-1].data)

@@ -1,0 +1,109 @@
+"""Recovery of jobs whose flow run was lost, and the usage report, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ourvidz.db.models import Image, Job
+from ourvidz.db.types import utcnow
+from ourvidz.job_status import JobStatus
+from ourvidz.jobs.create import create_job, ensure_profile
+from ourvidz.jobs.recovery import WORKER_LOST, RunFate, dispatch_key, recover_job, watched_jobs
+from ourvidz.reports import usage_report
+
+RUN = uuid.uuid4()
+
+
+def _job(
+    sessions: sessionmaker[Session], status: JobStatus, attempts: int = 1, age_seconds: float = 120
+) -> uuid.UUID:
+    user = uuid.uuid4()
+    ensure_profile(sessions, user)
+    job_id = create_job(sessions, user_id=user, job_type="sdxl_image_fast", prompt="a lighthouse").job.id
+    with sessions.begin() as session:
+        job = session.get_one(Job, job_id)
+        job.status, job.attempts, job.flow_run_id = status, attempts, RUN
+        job.created_at = utcnow() - timedelta(seconds=age_seconds)
+    return job_id
+
+
+def _get(sessions: sessionmaker[Session], job_id: uuid.UUID) -> Job:
+    with sessions() as session:
+        return session.get_one(Job, job_id)
+
+
+def test_a_lost_job_is_requeued_with_a_new_dispatch_key(sessions: sessionmaker[Session]) -> None:
+    job_id = _job(sessions, JobStatus.PROCESSING)
+    assert dispatch_key(job_id, _get(sessions, job_id).meta) == str(job_id)
+    assert recover_job(sessions, job_id, RUN, RunFate.LOST, "its flow run crashed") == "requeued"
+    job = _get(sessions, job_id)
+    assert (job.status, job.flow_run_id, job.attempts, job.progress) == (JobStatus.QUEUED, None, 1, 0)
+    (recovery,) = job.meta["recoveries"]
+    assert (recovery["flow_run_id"], recovery["attempt"], recovery["reason"]) == (
+        str(RUN), 1, "its flow run crashed"
+    )  # fmt: skip
+    assert dispatch_key(job_id, job.meta) == f"{job_id}:recovery-1"
+
+
+def test_a_job_out_of_attempts_fails_with_the_reason(sessions: sessionmaker[Session]) -> None:
+    job_id = _job(sessions, JobStatus.PROCESSING, attempts=3)
+    assert recover_job(sessions, job_id, RUN, RunFate.LOST, "its flow run crashed") == "failed"
+    job = _get(sessions, job_id)
+    assert job.status is JobStatus.FAILED and job.completed_at is not None
+    assert job.error_message == f"{WORKER_LOST}: its flow run crashed; gave up after 3 of 3 attempts"
+
+
+def test_runs_that_die_before_starting_the_job_are_bounded_too(sessions: sessionmaker[Session]) -> None:
+    job_id = _job(sessions, JobStatus.QUEUED, attempts=0)
+    outcomes = []
+    for _ in range(8):
+        outcomes.append(recover_job(sessions, job_id, RUN, RunFate.LOST, "missing"))
+        with sessions.begin() as session:
+            session.get_one(Job, job_id).flow_run_id = RUN  # dispatched again, and lost again
+    assert outcomes[:6] == ["requeued"] * 6 and outcomes[6] == "failed" and outcomes[7] == "unchanged"
+    assert _get(sessions, job_id).status is JobStatus.FAILED
+
+
+@pytest.mark.parametrize(
+    ("fate", "status", "run", "outcome"),
+    [
+        (RunFate.ALIVE, JobStatus.PROCESSING, RUN, "unchanged"),
+        (RunFate.LOST, JobStatus.PROCESSING, uuid.uuid4(), "unchanged"),  # the job is on another run now
+        (RunFate.LOST, JobStatus.COMPLETED, RUN, "unchanged"),
+        (RunFate.CANCELLED, JobStatus.PROCESSING, RUN, "cancelled"),
+    ],
+)
+def test_only_jobs_still_on_a_lost_run_change(
+    sessions: sessionmaker[Session], fate: RunFate, status: JobStatus, run: uuid.UUID, outcome: str
+) -> None:
+    job_id = _job(sessions, status)
+    assert recover_job(sessions, job_id, run, fate, "reason") == outcome
+    expected = JobStatus.CANCELLED if outcome == "cancelled" else status
+    assert _get(sessions, job_id).status is expected
+
+
+def test_watched_jobs_are_unfinished_jobs_with_a_settled_run(sessions: sessionmaker[Session]) -> None:
+    processing, queued = _job(sessions, JobStatus.PROCESSING), _job(sessions, JobStatus.QUEUED, attempts=0)
+    _job(sessions, JobStatus.COMPLETED)
+    _job(sessions, JobStatus.PROCESSING, age_seconds=1)  # its run may not be visible in Prefect yet
+    assert {w.job_id for w in watched_jobs(sessions, settle_seconds=30)} == {processing, queued}
+
+
+def test_the_usage_report_counts_jobs_credits_and_storage(sessions: sessionmaker[Session]) -> None:
+    done, failed = _job(sessions, JobStatus.COMPLETED), _job(sessions, JobStatus.FAILED)
+    _job(sessions, JobStatus.COMPLETED, age_seconds=3 * 86400)  # outside the window
+    with sessions.begin() as session:  # the job's placeholder image gets its file, and one more image
+        placeholder = session.scalars(select(Image).where(Image.job_id == done)).one()
+        placeholder.bucket, placeholder.size_bytes = "sdxl_image_fast", 1000
+        second = Image(user_id=placeholder.user_id, job_id=done, bucket="sdxl_image_fast", image_index=1)
+        second.storage_key, second.size_bytes = "k1", 2500
+        session.add(second)
+    report = usage_report(sessions, hours=24)
+    assert report["jobs"] == {"sdxl_image_fast": {"completed": 1, "failed": 1}} and report["jobs_total"] == 2
+    assert report["storage"] == {"images/sdxl_image_fast": {"files": 2, "bytes": 3500}}
+    assert report["storage_bytes"] == 3500 and failed
