@@ -66,9 +66,13 @@ async def ensure_automation(client: PrefectClient, desired: AutomationCore) -> s
     if not existing:
         await client.create_automation(desired)
         return "created"
-    current = existing[0]
-    keys = {"description", "enabled", "trigger", "actions"}
-    if current.model_dump(include=keys, mode="json") == desired.model_dump(include=keys, mode="json"):
+    # python mode keeps the trigger's sets as sets: their JSON order depends on the hash seed
+    current = existing[0].model_dump()
+    wanted = desired.model_dump()
+    differs = [key for key in ("description", "enabled", "trigger", "actions") if current[key] != wanted[key]]
+    if len(existing) == 1 and not differs:
         return "unchanged"
-    await client.update_automation(current.id, desired)
-    return "updated"
+    for duplicate in existing[1:]:  # one automation per name
+        await client.delete_automation(duplicate.id)
+    await client.update_automation(existing[0].id, desired)
+    return f"updated ({', '.join(differs) or 'duplicates removed'})"

@@ -126,19 +126,35 @@ async def _ensure_maintenance(
         await desired.apply()
         return "created"
     intervals = [getattr(s.schedule, "interval", None) for s in existing.schedules if s.active]
-    same = (
-        existing.entrypoint == desired.entrypoint
-        and existing.work_pool_name == pool
-        and existing.description == desired.description
-        and sorted(existing.tags) == sorted(desired.tags)
-        and intervals == ([] if spec.interval_seconds is None else [timedelta(seconds=spec.interval_seconds)])
-        and getattr(existing.global_concurrency_limit, "limit", None) == MAINTENANCE_CONCURRENCY
-        and existing.parameter_openapi_schema == parameter_schema(flow).model_dump(exclude_unset=True)
+    differs = _differences(
+        {
+            "entrypoint": (existing.entrypoint, desired.entrypoint),
+            "work pool": (existing.work_pool_name, pool),
+            "description": (existing.description, desired.description),
+            "tags": (sorted(existing.tags), sorted(desired.tags)),
+            "schedule": (
+                intervals,
+                [] if spec.interval_seconds is None else [timedelta(seconds=spec.interval_seconds)],
+            ),
+            "concurrency": (
+                getattr(existing.global_concurrency_limit, "limit", None),
+                MAINTENANCE_CONCURRENCY,
+            ),
+            "parameters": (
+                existing.parameter_openapi_schema,
+                parameter_schema(flow).model_dump(exclude_unset=True),
+            ),
+        }
     )
-    if same:
+    if not differs:
         return "unchanged"
     await desired.apply()
-    return "updated"
+    return f"updated ({differs})"
+
+
+def _differences(pairs: dict[str, tuple[Any, Any]]) -> str:
+    """The names of the (existing, desired) pairs that differ, for the report line."""
+    return ", ".join(name for name, (existing, desired) in pairs.items() if existing != desired)
 
 
 async def _ensure_deployment(client: PrefectClient, pool: str, queue: str) -> str:
