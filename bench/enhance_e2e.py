@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.config import Settings
 from ourvidz.db import migrate
-from ourvidz.db.models import SystemConfig
 from ourvidz.db.session import sessions_for
-from ourvidz.registry import save_worker, worker_key
+from ourvidz.registry import forget_worker, save_worker
 from ourvidz.stack import Stack, free_port, wait_for_http
 
 from report import percentile, publish
@@ -126,8 +124,7 @@ def measure(
     results = []
     for label, target, body in phases:
         if label.startswith("enhance-prompt, rules"):
-            with sessions.begin() as session:
-                session.execute(sa.delete(SystemConfig).where(SystemConfig.key == worker_key("chat")))
+            forget_worker(sessions, "chat")
         print(f"{clients} clients: {label}...", flush=True)
         result = asyncio.run(clients_loop(target, body, headers, clients, duration))
         results.append({"phase": label, "clients": clients, **result})

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import SystemConfig
@@ -51,6 +52,11 @@ def save_worker(
         else:
             row.value = value
     return value
+
+
+def forget_worker(sessions: sessionmaker[Session], worker_type: str) -> None:
+    with sessions.begin() as session:
+        session.execute(delete(SystemConfig).where(SystemConfig.key == worker_key(worker_type)))
 
 
 def load_worker(sessions: sessionmaker[Session], worker_type: str) -> dict[str, Any] | None:

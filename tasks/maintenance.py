@@ -5,6 +5,8 @@ it must and leaves the decisions to the core (`ourvidz.jobs.recovery`, `ourvidz.
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import task
@@ -16,7 +18,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateName,
 )
-from prefect.client.schemas.objects import StateType, WorkerStatus
+from prefect.client.schemas.objects import FlowRun, StateType, WorkerStatus
 from prefect.events import emit_event
 
 from ourvidz.api.dispatch import dispatch_job
@@ -30,6 +32,8 @@ from ourvidz.worker_health import Observation, probe_http_workers, record_observ
 from tasks.retry import database_unreachable
 from tasks.stages import DB_RETRIES
 
+PENDING_LIMIT = timedelta(minutes=10)
+RUNS_PER_READ = 200
 LOST_STATES = {
     StateType.CRASHED: "its flow run crashed (worker lost)",
     StateType.FAILED: "its flow run failed before finishing the job",
@@ -37,14 +41,19 @@ LOST_STATES = {
 }
 
 
-def fate_of(state: StateType | None, exists: bool) -> tuple[RunFate, str]:
-    """What a job's flow run state means for the job."""
-    if not exists:
+def fate_of(run: FlowRun | None, now: datetime) -> tuple[RunFate, str]:
+    """What a job's flow run (None: not in Prefect) means for the job."""
+    if run is None:
         return RunFate.LOST, "its flow run is missing from Prefect"
+    state = run.state.type if run.state is not None else None
     if state is StateType.CANCELLED:
         return RunFate.CANCELLED, "its flow run was cancelled"
     if state in LOST_STATES:
         return RunFate.LOST, LOST_STATES[state]
+    since = run.state.timestamp if run.state is not None else None
+    if state is StateType.PENDING and since is not None and now - since > PENDING_LIMIT:
+        # a worker took the run and died before starting it: no heartbeat ever marks it Crashed
+        return RunFate.LOST, f"its flow run was taken but not started for {PENDING_LIMIT.seconds // 60} min"
     return RunFate.ALIVE, ""
 
 
@@ -56,18 +65,24 @@ async def recover_lost_jobs() -> list[dict[str, Any]]:
     if not watched:
         return []
     async with get_client() as client:
-        runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[w.flow_run_id for w in watched]))
-        )
-        states = {run.id: run.state_type for run in runs}
-        actions = [await _settle(client, sessions, job, states) for job in watched]
+        runs: dict[uuid.UUID, FlowRun] = {}
+        ids = [w.flow_run_id for w in watched]
+        for start in range(0, len(ids), RUNS_PER_READ):  # the API answers at most this many per call
+            chunk = FlowRunFilter(id=FlowRunFilterId(any_=ids[start : start + RUNS_PER_READ]))
+            runs |= {
+                run.id: run for run in await client.read_flow_runs(flow_run_filter=chunk, limit=RUNS_PER_READ)
+            }
+        now = datetime.now(UTC)
+        actions = [
+            await _settle(client, sessions, job, fate_of(runs.get(job.flow_run_id), now)) for job in watched
+        ]
     return [action for action in actions if action is not None]
 
 
 async def _settle(
-    client: PrefectClient, sessions: Any, job: Watched, states: dict[Any, StateType | None]
+    client: PrefectClient, sessions: Any, job: Watched, verdict: tuple[RunFate, str]
 ) -> dict[str, Any] | None:
-    fate, reason = fate_of(states.get(job.flow_run_id), job.flow_run_id in states)
+    fate, reason = verdict
     outcome = await asyncio.to_thread(recover_job, sessions, job.job_id, job.flow_run_id, fate, reason)
     if outcome == "unchanged":
         return None

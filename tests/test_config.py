@@ -171,3 +171,13 @@ def test_empty_secret_file_is_an_error_not_an_empty_secret(monkeypatch: pytest.M
     (secrets_dir / "jwt_secret").write_text("\n")
     with pytest.raises(ValidationError, match="is empty"):
         Settings()
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [
+        f"OURVIDZ_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`OURVIDZ_{name.upper()}`" not in readme
+    ]
+    assert missing == []

@@ -6,6 +6,8 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.states import Cancelled, Crashed, Failed, Pending, Running
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,6 +17,7 @@ from ourvidz.job_status import JobStatus
 from ourvidz.jobs.create import create_job, ensure_profile
 from ourvidz.jobs.recovery import WORKER_LOST, RunFate, dispatch_key, recover_job, watched_jobs
 from ourvidz.reports import usage_report
+from tasks.maintenance import PENDING_LIMIT, fate_of
 
 RUN = uuid.uuid4()
 
@@ -95,7 +98,8 @@ def test_watched_jobs_are_unfinished_jobs_with_a_settled_run(sessions: sessionma
 
 
 def test_the_usage_report_counts_jobs_credits_and_storage(sessions: sessionmaker[Session]) -> None:
-    done, failed = _job(sessions, JobStatus.COMPLETED), _job(sessions, JobStatus.FAILED)
+    done = _job(sessions, JobStatus.COMPLETED)
+    _job(sessions, JobStatus.FAILED)
     _job(sessions, JobStatus.COMPLETED, age_seconds=3 * 86400)  # outside the window
     with sessions.begin() as session:  # the job's placeholder image gets its file, and one more image
         placeholder = session.scalars(select(Image).where(Image.job_id == done)).one()
@@ -106,4 +110,25 @@ def test_the_usage_report_counts_jobs_credits_and_storage(sessions: sessionmaker
     report = usage_report(sessions, hours=24)
     assert report["jobs"] == {"sdxl_image_fast": {"completed": 1, "failed": 1}} and report["jobs_total"] == 2
     assert report["storage"] == {"images/sdxl_image_fast": {"files": 2, "bytes": 3500}}
-    assert report["storage_bytes"] == 3500 and failed
+    assert report["storage_bytes"] == 3500
+
+
+def _run(state: State) -> FlowRun:
+    return FlowRun(flow_id=uuid.uuid4(), state=state)
+
+
+@pytest.mark.parametrize(
+    ("run", "fate"),
+    [
+        (None, RunFate.LOST),
+        (_run(Crashed()), RunFate.LOST),
+        (_run(Failed()), RunFate.LOST),
+        (_run(Cancelled()), RunFate.CANCELLED),
+        (_run(Running()), RunFate.ALIVE),
+        (_run(Pending()), RunFate.ALIVE),
+        (_run(Pending(timestamp=utcnow() - PENDING_LIMIT - timedelta(seconds=1))), RunFate.LOST),
+    ],
+    ids=["missing", "crashed", "failed", "cancelled", "running", "pending", "pending-too-long"],
+)
+def test_what_a_flow_run_state_means_for_its_job(run: FlowRun | None, fate: RunFate) -> None:
+    assert fate_of(run, utcnow())[0] is fate

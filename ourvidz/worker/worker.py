@@ -31,7 +31,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 
 from ourvidz.config import get_settings
 from ourvidz.db.session import sessions_for
-from ourvidz.registry import save_worker
+from ourvidz.registry import forget_worker, save_worker
 from ourvidz.worker.cancellation import cancel_flag, forget
 from ourvidz.worker.flow_threads import FlowThreads
 from ourvidz.worker.health import HealthServer
@@ -109,6 +109,7 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
             self._background.cancel_scope.cancel()
         if self._health is not None:
             self._health.stop()
+            await anyio.to_thread.run_sync(self._deregister)
         self._flow_threads.shutdown()
         await super().teardown(*exc_info)
 
@@ -150,11 +151,23 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
     def _register(self, url: str) -> None:
         """Record the status endpoint as `worker:<pool>:<name>`, so the health-check flow probes it."""
         extra = {"pool": self._work_pool_name, "queues": sorted(self._work_queues)}
-        key = f"{self._work_pool_name}:{self.name}"
         try:
-            save_worker(sessions_for(get_settings().database_url), key, url, "worker-start", extra)
+            save_worker(
+                sessions_for(get_settings().database_url), self._registry_key, url, "worker-start", extra
+            )
         except Exception as exc:  # the job database may not be reachable yet: the worker runs anyway
             self._logger.warning("status endpoint not registered for health checks: %s", exc)
+
+    def _deregister(self) -> None:
+        """A worker that stops cleanly takes its status endpoint off the health check's list."""
+        try:
+            forget_worker(sessions_for(get_settings().database_url), self._registry_key)
+        except Exception as exc:
+            self._logger.warning("status endpoint not deregistered: %s", exc)
+
+    @property
+    def _registry_key(self) -> str:
+        return f"{self._work_pool_name}:{self.name}"
 
     def status(self) -> dict[str, Any]:
         """What `GET /health` reports: identity, queues, running and peak runs, warm models."""

@@ -28,10 +28,10 @@ from ourvidz.api.dispatch import dispatch_job
 from ourvidz.auth import Role, mint_token
 from ourvidz.config import Settings, get_settings
 from ourvidz.db import migrate
-from ourvidz.db.models import Job, SystemConfig
+from ourvidz.db.models import Job
 from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import create_job, ensure_profile
-from ourvidz.registry import worker_key
+from ourvidz.registry import forget_worker
 from ourvidz.stack import Stack, free_port, wait_for_http
 from tests.conftest import private_schema
 
@@ -92,8 +92,7 @@ class Orchestra:
 
     def forget_chat_worker(self) -> None:
         """Remove the registered chat worker, so later tests of the session see none."""
-        with self.sessions.begin() as session:
-            session.execute(sa.delete(SystemConfig).where(SystemConfig.key == worker_key("chat")))
+        forget_worker(self.sessions, "chat")
 
     def worker_status(self) -> dict:
         return httpx.get(self.worker_health_url, timeout=5).json()
