@@ -14,6 +14,7 @@ from ourvidz.prompts.templates import (
     Templates,
     bump_version,
     default_templates,
+    read_templates,
     seed_defaults,
 )
 
@@ -124,3 +125,21 @@ def test_the_scheduled_bump_moves_the_version_only_when_templates_changed(
         True, 2, len(default_templates().all) - 1
     )  # fmt: skip
     assert bump_version(sessions, "forced")["version"] == 3
+
+
+def test_broken_operator_templates_are_skipped_not_raised(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        session.add_all([
+            PromptTemplate(template_name="no-placeholder", use_case="rules", model_family="sdxl",
+                           system_prompt="film grain only"),
+            PromptTemplate(template_name="bad-braces", use_case="enhancement", model_family="sdxl",
+                           system_prompt="You rewrite {model prompts"),
+            PromptTemplate(template_name="fine", use_case="rules", model_family="wan",
+                           system_prompt="{prompt}, film grain"),
+        ])  # fmt: skip
+    skipped: dict[str, str] = {}
+    with sessions() as session:
+        templates = Templates(read_templates(session, skipped))
+    assert [t.name for t in templates.all] == ["fine"] and sorted(skipped) == ["bad-braces", "no-placeholder"]
+    assert templates.rules_template(SDXL_FAST, ContentTier.ARTISTIC) is None
+    assert "Stable Diffusion XL" in templates.enhancement_prompt(SDXL_FAST, ContentTier.ARTISTIC)

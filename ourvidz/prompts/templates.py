@@ -12,6 +12,7 @@ any lookup that no active row matches, so enhancement works on an empty table.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 import tomllib
@@ -27,12 +28,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from ourvidz.catalog import JobType
 from ourvidz.db.models import PromptTemplate, SystemConfig
 from ourvidz.policy import ContentTier
+from ourvidz.prompts.rules import PLACEHOLDER
 
 CACHE_KEY = "prompt_cache"
 DEFAULTS_FILE = Path(__file__).with_name("default_templates.toml")
 ANY_FAMILY = "any"
 CHAT_FAMILY = "chat"
 UseCase = Literal["enhancement", "chat", "rules"]
+logger = logging.getLogger(__name__)
 _TIER_RANK = {tier: rank for rank, tier in enumerate(ContentTier)}
 
 
@@ -48,6 +51,17 @@ class Template:
     text: str
     token_limit: int | None = None
     version: int = 1
+
+    def problem(self) -> str | None:
+        """Why an operator's edit cannot be used (it is then skipped, never raised into a request)."""
+        if self.use_case == "rules" and self.text.count(PLACEHOLDER) != 1:
+            return f"a rules template must contain {PLACEHOLDER} exactly once"
+        if self.use_case == "enhancement":
+            try:
+                self.text.format_map(_Fill())
+            except (ValueError, IndexError) as exc:
+                return f"unusable placeholder syntax: {exc}"
+        return None
 
 
 class Templates:
@@ -154,10 +168,19 @@ def _template(row: PromptTemplate) -> Template:
     )  # fmt: skip
 
 
-def read_templates(session: Session) -> list[Template]:
-    """The active rows of `prompt_templates`."""
+def read_templates(session: Session, skipped: dict[str, str] | None = None) -> list[Template]:
+    """The active rows of `prompt_templates` that can be used; broken ones are logged and skipped
+    (and named in `skipped`, with the reason, when given)."""
     rows = session.scalars(select(PromptTemplate).where(PromptTemplate.is_active.is_(True)))
-    return [_template(row) for row in rows]
+    templates = []
+    for template in map(_template, rows):
+        if (problem := template.problem()) is None:
+            templates.append(template)
+        else:
+            logger.warning("prompt template %r skipped: %s", template.name, problem)
+            if skipped is not None:
+                skipped[template.name] = problem
+    return templates
 
 
 def fingerprint(templates: Iterable[Template]) -> str:
