@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -113,22 +114,26 @@ def test_the_usage_report_counts_jobs_credits_and_storage(sessions: sessionmaker
     assert report["storage_bytes"] == 3500
 
 
-def _run(state: State) -> FlowRun:
-    return FlowRun(flow_id=uuid.uuid4(), state=state)
-
-
 @pytest.mark.parametrize(
-    ("run", "fate"),
+    ("state", "age", "fate"),
     [
-        (None, RunFate.LOST),
-        (_run(Crashed()), RunFate.LOST),
-        (_run(Failed()), RunFate.LOST),
-        (_run(Cancelled()), RunFate.CANCELLED),
-        (_run(Running()), RunFate.ALIVE),
-        (_run(Pending()), RunFate.ALIVE),
-        (_run(Pending(timestamp=utcnow() - PENDING_LIMIT - timedelta(seconds=1))), RunFate.LOST),
+        (None, 0, RunFate.LOST),  # the run is not in Prefect
+        (Crashed, 0, RunFate.LOST),
+        (Failed, 0, RunFate.LOST),
+        (Cancelled, 0, RunFate.CANCELLED),
+        (Running, 3600, RunFate.ALIVE),
+        (Pending, 60, RunFate.ALIVE),
+        (Pending, PENDING_LIMIT.total_seconds() + 1, RunFate.LOST),
     ],
     ids=["missing", "crashed", "failed", "cancelled", "running", "pending", "pending-too-long"],
 )
-def test_what_a_flow_run_state_means_for_its_job(run: FlowRun | None, fate: RunFate) -> None:
-    assert fate_of(run, utcnow())[0] is fate
+def test_what_a_flow_run_state_means_for_its_job(
+    state: Callable[..., State] | None, age: float, fate: RunFate
+) -> None:
+    now = utcnow()
+    run = (
+        None
+        if state is None
+        else FlowRun(flow_id=uuid.uuid4(), state=state(timestamp=now - timedelta(seconds=age)))
+    )
+    assert fate_of(run, now)[0] is fate
