@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.catalog import UnknownJobType
@@ -13,7 +15,7 @@ from ourvidz.db.models import Image, Job, Profile, UsageLog, Video
 from ourvidz.generation.request import InvalidRequest
 from ourvidz.generation.results import Asset
 from ourvidz.job_status import JobStatus
-from ourvidz.jobs.create import create_job, ensure_profile
+from ourvidz.jobs.create import add_job, create_job, ensure_profile
 from ourvidz.jobs.enhancement import apply_enhancement
 from ourvidz.jobs.finish import finish_job, set_progress
 from ourvidz.jobs.outputs import record_outputs
@@ -58,6 +60,21 @@ def test_idempotency_key_returns_the_same_job(sessions: sessionmaker[Session], u
     other_user = uuid.uuid4()
     ensure_profile(sessions, other_user)
     assert _job(sessions, other_user, idempotency_key="click-1").id != first.id
+
+
+def test_a_racing_retry_gets_the_first_job(sessions: sessionmaker[Session], user: uuid.UUID) -> None:
+    """Two requests with one key, the second checking before the first commits: the unique constraint
+    stops the second insert and it answers with the first job."""
+    fields = {"user_id": user, "job_type": "sdxl_image_fast", "prompt": "a quiet harbour"}
+    with ThreadPoolExecutor(1) as pool, sessions.begin() as first:
+        mine = add_job(first, **fields, idempotency_key="click-race")  # type: ignore[arg-type]
+        second = pool.submit(create_job, sessions, **fields, idempotency_key="click-race")
+        time.sleep(0.5)  # the second request now waits on the first one's uncommitted row
+        assert not second.done()
+    retried = second.result(timeout=30)
+    assert (retried.created, retried.job.id) == (False, mine.job.id)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).where(Job.idempotency_key == "click-race")) == 1
 
 
 def test_start_moves_a_queued_job_to_processing_once(

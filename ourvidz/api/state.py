@@ -29,5 +29,6 @@ class Gateway:
     events: EventHub | None = None
 
 
-def gateway(request: Request) -> Gateway:
+async def gateway(request: Request) -> Gateway:
+    """The gateway state; async so that FastAPI resolves it without a thread-pool hop."""
     return request.app.state.gateway

@@ -33,8 +33,19 @@ class NewJob(NamedTuple):
     created: bool  # False: an earlier job with the same idempotency key was returned
 
 
-def create_job(
-    sessions: sessionmaker[Session],
+def create_job(sessions: sessionmaker[Session], **fields: Any) -> NewJob:
+    """`add_job` in a transaction of its own (the fields are `add_job`'s)."""
+    try:
+        with sessions.begin() as session:
+            return add_job(session, **fields)
+    except IntegrityError:
+        if (earlier := earlier_job(sessions, fields["user_id"], fields.get("idempotency_key"))) is None:
+            raise
+        return earlier
+
+
+def add_job(
+    session: Session,
     *,
     user_id: uuid.UUID,
     job_type: str,
@@ -49,40 +60,44 @@ def create_job(
 ) -> NewJob:
     """A queued job, checked like the flow will check it (type, prompt, options); raises on bad input.
 
-    The job's output row is linked now (the given image/video row, or a new placeholder), so a client
-    can show it before generation ends. With an `idempotency_key` this user already used, the earlier
-    job is returned instead, also when two such requests race.
+    Runs in the caller's transaction, so the gateway records a job in one database round trip per
+    statement and one commit. The job's output row is linked now (the given image/video row, or a new
+    placeholder), so a client can show it before generation ends. With an `idempotency_key` this user
+    already used, the earlier job is returned instead; when two such requests race, the commit of the
+    second raises IntegrityError and `earlier_job` finds the first.
     """
     job = get_job_type(job_type)
     metadata = dict(metadata or {})
     build_request(job.name, prompt, metadata)
     job_bucket(job, metadata)
     requested_tier(metadata)
-    if idempotency_key is not None and (earlier := _by_key(sessions, user_id, idempotency_key)) is not None:
-        return NewJob(earlier, False)
-    try:
-        with sessions.begin() as session:
-            if session.get(Profile, user_id) is None:  # first job of an authenticated user
-                session.add(Profile(id=user_id))
-                session.flush()
-            row = Job(
-                user_id=user_id, job_type=job.name, queue=job.queue, format=job.format, quality=job.quality,
-                model_type=job.model_variant, original_prompt=prompt, meta=metadata, project_id=project_id,
-                webhook_url=webhook_url, idempotency_key=idempotency_key, max_attempts=max_attempts,
-            )  # fmt: skip
-            session.add(row)
-            session.flush()
-            _link_output_row(session, row, image_id, video_id)
-            return NewJob(row, True)
-    except IntegrityError:
-        if idempotency_key is None or (earlier := _by_key(sessions, user_id, idempotency_key)) is None:
-            raise
-        return NewJob(earlier, False)
+    if idempotency_key is not None:
+        earlier = session.scalar(
+            select(Job).where(Job.user_id == user_id, Job.idempotency_key == idempotency_key)
+        )
+        if earlier is not None:
+            return NewJob(earlier, False)
+    if session.get(Profile, user_id) is None:  # first job of an authenticated user
+        session.add(Profile(id=user_id))
+        session.flush()
+    row = Job(
+        user_id=user_id, job_type=job.name, queue=job.queue, format=job.format, quality=job.quality,
+        model_type=job.model_variant, original_prompt=prompt, meta=metadata, project_id=project_id,
+        webhook_url=webhook_url, idempotency_key=idempotency_key, max_attempts=max_attempts,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    _link_output_row(session, row, image_id, video_id)
+    return NewJob(row, True)
 
 
-def _by_key(sessions: sessionmaker[Session], user_id: uuid.UUID, key: str) -> Job | None:
+def earlier_job(sessions: sessionmaker[Session], user_id: uuid.UUID, key: str | None) -> NewJob | None:
+    """The job this user already created with idempotency `key`, if any."""
+    if key is None:
+        return None
     with sessions() as session:
-        return session.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+        job = session.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+    return None if job is None else NewJob(job, False)
 
 
 def _link_output_row(

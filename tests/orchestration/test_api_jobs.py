@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -109,6 +110,24 @@ def test_idempotency_key_returns_the_same_job_and_one_flow_run(orchestra: Orches
     assert len(runs) == 1
 
 
+def test_concurrent_retries_with_one_idempotency_key_make_one_job(orchestra: Orchestra) -> None:
+    """Retries that race each other (a double click, a client retrying on a timeout) record one job."""
+    user, key = _new_user(orchestra), f"click-{uuid.uuid4()}"
+    body = {"jobType": "sdxl_image_fast", "metadata": {"prompt": "many clicks at once", **SMALL}}
+
+    def click(_: int) -> httpx.Response:
+        return _post(orchestra, "/queue-job", body, user, headers={"idempotency-key": key})
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(click, range(8)))
+    assert sorted(answer.status_code for answer in answers) == [200] * 7 + [201], [a.text for a in answers]
+    assert len({answer.json()["job"]["id"] for answer in answers}) == 1
+    assert all(answer.json()["queueLength"] >= 1 for answer in answers)
+    with orchestra.sessions() as session:
+        rows = session.scalars(select(Job).where(Job.user_id == user, Job.idempotency_key == key)).all()
+    assert len(rows) == 1
+
+
 def _job(job_type: str = "image_fast", **fields: Any) -> dict[str, Any]:
     return {"jobType": job_type, "prompt": "x", **fields}
 
@@ -125,6 +144,8 @@ BAD_BODIES = {
     "not a uuid": (_job(projectId="12"), 400, "INVALID_PARAMETERS"),
     "wrong type": ({"jobType": ["image_fast"], "prompt": "x"}, 400, "INVALID_PARAMETERS"),
     "someone's project": (_job(projectId="OTHER"), 404, "NOT_FOUND"),
+    "NUL in the prompt": (_job(prompt="a\x00b"), 400, "INVALID_PARAMETERS"),
+    "NUL in metadata": (_job(metadata={"style": ["ok", "a\x00b"]}), 400, "INVALID_PARAMETERS"),
 }
 
 

@@ -16,6 +16,8 @@ from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from ourvidz.api.content import enforce_content
 from ourvidz.api.dispatch import Dispatcher
@@ -32,13 +34,14 @@ from ourvidz.api.schemas import (
 from ourvidz.api.security import User, with_granted_roles
 from ourvidz.api.state import Gateway, gateway
 from ourvidz.auth import Principal
-from ourvidz.catalog import UnknownJobType, get_job_type
+from ourvidz.catalog import JobType, UnknownJobType, get_job_type
 from ourvidz.db.models import Image, Job, Project, Video
 from ourvidz.generation.request import InvalidRequest
 from ourvidz.job_status import JobStatus
-from ourvidz.jobs.create import create_job
+from ourvidz.jobs.create import NewJob, add_job, earlier_job
 from ourvidz.jobs.finish import finish_job
 from ourvidz.jobs.spec import requested_tier
+from ourvidz.policy import ContentTier
 from ourvidz.storage import InvalidStorageKey
 
 router = APIRouter(tags=["jobs"])
@@ -66,7 +69,11 @@ def queue_job(
     gw: GatewayDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> QueueJobResponse:
-    """Create a job and hand it to its queue's GPU workers; the answer does not wait for Prefect."""
+    """Create a job and hand it to its queue's GPU workers; the answer does not wait for Prefect.
+
+    The hot path of the API: one transaction on one pooled connection does the checks, writes the
+    rows and counts the queue, so a request costs a handful of round trips and one commit.
+    """
     gw.limits.hit("jobs", user.user_id, response)
     metadata = dict(body.metadata or {})
     prompt = body.prompt or metadata.pop("prompt", None)
@@ -81,31 +88,26 @@ def queue_job(
         )
     try:
         job_type = get_job_type(body.job_type)
+        tier = requested_tier(metadata)
     except UnknownJobType as exc:
         raise ApiError(400, "INVALID_JOB_TYPE", str(exc), {"valid": exc.valid}) from None
-    _check_ownership(gw, user, body)
-    try:
-        tier = requested_tier(metadata)
     except InvalidRequest as exc:
         raise ApiError(400, "INVALID_PARAMETERS", str(exc), {"field": exc.field}) from None
-    enforce_content(gw, user.user_id, prompt, tier)
     try:
-        job, created = create_job(
-            gw.sessions,
-            user_id=user.user_id,
-            job_type=job_type.name,
-            prompt=prompt.strip(),
-            metadata=metadata,
-            project_id=body.project_id,
-            image_id=body.image_id,
-            video_id=body.video_id,
-            webhook_url=None if body.webhook_url is None else str(body.webhook_url),
-            idempotency_key=idempotency_key,
-        )
+        with gw.sessions.begin() as session:
+            (job, created), queue_length = _record_job(
+                session, gw, user, body, job_type, prompt.strip(), metadata, tier, idempotency_key
+            )
     except InvalidRequest as exc:
         raise ApiError(400, "INVALID_PARAMETERS", str(exc), {"field": exc.field}) from None
     except InvalidStorageKey as exc:
         raise ApiError(400, "INVALID_PARAMETERS", str(exc), {"field": "bucket"}) from None
+    except IntegrityError:  # the same Idempotency-Key raced in from another request
+        if (earlier := earlier_job(gw.sessions, user.user_id, idempotency_key)) is None:
+            raise
+        job, created = earlier
+        with gw.sessions() as session:
+            queue_length = _queue_length(session, job_type.queue)
     if created and gw.dispatcher is not None:
         background.add_task(gw.dispatcher.dispatch, job.id, job.job_type)
     if not created:
@@ -114,13 +116,42 @@ def queue_job(
     return QueueJobResponse(
         job=JobRecord.of(job),
         message=_queued_message(job_type.name, online, created),
-        queueLength=_queue_length(gw, job_type.queue),
+        queueLength=queue_length,
         modelVariant=job_type.model_variant,
         debug=QueueJobDebug(
             userId=user.user_id, hasPrompt=True, redisConfigured=gw.settings.redis_url is not None,
             timestamp=datetime.now(UTC), workersOnline=online, idempotentReplay=not created,
         ),
     )  # fmt: skip
+
+
+def _record_job(
+    session: Session,
+    gw: Gateway,
+    user: Principal,
+    body: QueueJobRequest,
+    job_type: JobType,
+    prompt: str,
+    metadata: dict[str, Any],
+    tier: ContentTier,
+    idempotency_key: str | None,
+) -> tuple[NewJob, int]:
+    """Ownership and content checks, the job's rows and its queue's length, in the caller's transaction."""
+    _check_ownership(session, user, body)
+    enforce_content(gw, user.user_id, prompt, tier, session=session)
+    new = add_job(
+        session,
+        user_id=user.user_id,
+        job_type=job_type.name,
+        prompt=prompt,
+        metadata=metadata,
+        project_id=body.project_id,
+        image_id=body.image_id,
+        video_id=body.video_id,
+        webhook_url=None if body.webhook_url is None else str(body.webhook_url),
+        idempotency_key=idempotency_key,
+    )
+    return new, _queue_length(session, job_type.queue)
 
 
 def _queued_message(job_type: str, online: bool | None, created: bool) -> str:
@@ -131,22 +162,21 @@ def _queued_message(job_type: str, online: bool | None, created: bool) -> str:
     return f"{job_type} job queued"
 
 
-def _check_ownership(gw: Gateway, user: Principal, body: QueueJobRequest) -> None:
-    with gw.sessions() as session:
-        for model, row_id, name in ((Project, body.project_id, "project"), (Image, body.image_id, "image"),
-                                    (Video, body.video_id, "video")):  # fmt: skip
-            if row_id is not None:
-                row = session.get(model, row_id)
-                if row is None or row.user_id != user.user_id:
-                    raise not_found(name)
+def _check_ownership(session: Session, user: Principal, body: QueueJobRequest) -> None:
+    for model, row_id, name in ((Project, body.project_id, "project"), (Image, body.image_id, "image"),
+                                (Video, body.video_id, "video")):  # fmt: skip
+        if row_id is not None:
+            row = session.get(model, row_id)
+            if row is None or row.user_id != user.user_id:
+                raise not_found(name)
 
 
-def _queue_length(gw: Gateway, queue: str) -> int:
-    with gw.sessions() as session:
-        query = select(func.count()).where(
-            Job.queue == queue, Job.status.in_([JobStatus.QUEUED, JobStatus.PROCESSING])
-        )
-        return int(session.scalar(query) or 0)
+def _queue_length(session: Session, queue: str) -> int:
+    """Queued and running jobs of the queue, the new one included."""
+    query = select(func.count()).where(
+        Job.queue == queue, Job.status.in_([JobStatus.QUEUED, JobStatus.PROCESSING])
+    )
+    return int(session.scalar(query) or 0)
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatusResponse, responses=ERRORS)
