@@ -61,8 +61,9 @@ def _pk() -> Mapped[uuid.UUID]:
     return mapped_column(primary_key=True, default=uuid.uuid4)
 
 
-def _created() -> Mapped[datetime]:
-    return mapped_column(default=utcnow)
+def _created(*, index: bool = False) -> Mapped[datetime]:
+    """Creation time; indexed where metrics, reports or the webhook retries select recent rows."""
+    return mapped_column(default=utcnow, index=index)
 
 
 def _updated() -> Mapped[datetime]:
@@ -138,9 +139,9 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     # `metadata` is reserved on declarative classes; the column keeps the spec's name.
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = _created(index=True)
     started_at: Mapped[datetime | None]
-    completed_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None] = mapped_column(index=True)
     project_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
     image_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("images.id", ondelete="SET NULL", use_alter=True)
@@ -328,7 +329,7 @@ class UsageLog(Base):
     quality: Mapped[str | None] = mapped_column(String(16))
     credits_consumed: Mapped[float] = mapped_column(Float, default=0)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = _created(index=True)
 
 
 class WebhookDelivery(Base):
@@ -350,7 +351,7 @@ class WebhookDelivery(Base):
     response_body: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = _created(index=True)
 
 
 class WorkerHealth(Base):
