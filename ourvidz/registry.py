@@ -83,16 +83,31 @@ def _recently_unhealthy(health: dict[str, Any] | None) -> bool:
     return (datetime.now(UTC) - checked).total_seconds() < UNHEALTHY_SKIP_SECONDS
 
 
-def record_health(sessions: sessionmaker[Session], worker_type: str, url: str, result: Probe) -> None:
-    """Keep a probe's result with the worker's registration (if it is still registered at `url`)."""
+def record_health(sessions: sessionmaker[Session], worker_type: str, url: str, result: Probe) -> float | None:
+    """Keep a probe's result with the worker's registration (if it is still registered at `url`).
+
+    Returns for how many seconds the worker has failed every probe (0 on its first failure), None
+    when it is healthy or no longer registered at `url`.
+    """
+    now = datetime.now(UTC)
     health = {
         "status": "healthy" if result.healthy else "unhealthy", "responseTime": round(result.seconds, 4),
-        "error": result.error, "checkedAt": datetime.now(UTC).isoformat(),
+        "error": result.error, "checkedAt": now.isoformat(),
     }  # fmt: skip
     with sessions.begin() as session:
         row = session.get(SystemConfig, worker_key(worker_type), with_for_update=True)
-        if row is not None and row.value.get("url") == url.rstrip("/"):
-            row.value = {**row.value, "health": health}
+        if row is None or row.value.get("url") != url.rstrip("/"):
+            return None
+        if not result.healthy:
+            before = row.value.get("health") or {}
+            if before.get("status") == "unhealthy" and before.get("unhealthySince"):
+                health["unhealthySince"] = before["unhealthySince"]
+            else:
+                health["unhealthySince"] = now.isoformat()
+        row.value = {**row.value, "health": health}
+    if result.healthy:
+        return None
+    return (now - datetime.fromisoformat(health["unhealthySince"])).total_seconds()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Observations of worker health: probes of the registered HTTP workers (the chat worker, and each
 Prefect worker's status endpoint, registered as `worker:<pool>:<name>`) and the `worker_health` rows
-that keep every observation.
+that keep every observation. A Prefect worker whose status endpoint fails every probe for
+STALE_WORKER_SECONDS is dropped from the registry (it died without deregistering).
 
 The GPU workers' side seen from Prefect (online, heartbeat, late runs) is added by the health-check
 flow, which is the only caller that talks to Prefect; this module needs the database and HTTP only.
@@ -15,7 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import SystemConfig, WorkerHealth
-from ourvidz.registry import probe, record_health, worker_key
+from ourvidz.registry import forget_worker, probe, record_health, worker_key
+
+# a Prefect worker's status endpoint failing every probe this long is removed from the registry (the
+# chat worker's registration is an operator's and stays: callers pass over it while it is unhealthy)
+STALE_WORKER_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +58,18 @@ def probe_http_workers(sessions: sessionmaker[Session]) -> list[Observation]:
     observations = []
     for key, url in registered_http_workers(sessions).items():
         result = probe(url)
-        record_health(sessions, key, url, result)
+        failing_for = record_health(sessions, key, url, result)
         kind, _, name = key.partition(":")
-        active = None
+        status, error, active = "healthy" if result.healthy else "unhealthy", result.error, None
         if name and result.healthy and isinstance(result.body, dict):  # a worker's status endpoint
             active = sum(result.body.get("running", {}).values())
+        if name and failing_for is not None and failing_for >= STALE_WORKER_SECONDS:
+            # a worker that died without deregistering (SIGKILL, lost machine); it registers anew at start
+            forget_worker(sessions, key)
+            status, error = "offline", f"registration removed: unreachable for {failing_for:.0f} s ({error})"
         observations.append(Observation(
-            worker_type=kind, worker_name=name or None, status="healthy" if result.healthy else "unhealthy",
-            url=url, response_time_ms=round(result.seconds * 1000, 1), active_jobs=active, error=result.error,
+            worker_type=kind, worker_name=name or None, status=status, url=url,
+            response_time_ms=round(result.seconds * 1000, 1), active_jobs=active, error=error,
         ))  # fmt: skip
     return observations
 
