@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import SystemConfig
@@ -54,9 +53,13 @@ def save_worker(
     return value
 
 
-def forget_worker(sessions: sessionmaker[Session], worker_type: str) -> None:
+def forget_worker(sessions: sessionmaker[Session], worker_type: str, url: str | None = None) -> None:
+    """Remove the registration; with `url`, only while the worker is still registered at it (a worker
+    that re-registered elsewhere in the meantime keeps its new registration)."""
     with sessions.begin() as session:
-        session.execute(delete(SystemConfig).where(SystemConfig.key == worker_key(worker_type)))
+        row = session.get(SystemConfig, worker_key(worker_type), with_for_update=True)
+        if row is not None and (url is None or row.value.get("url") == url.rstrip("/")):
+            session.delete(row)
 
 
 def load_worker(sessions: sessionmaker[Session], worker_type: str) -> dict[str, Any] | None:

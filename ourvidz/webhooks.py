@@ -199,17 +199,25 @@ def deliver(
 def due_deliveries(sessions: sessionmaker[Session], now: datetime | None = None) -> list[Delivery]:
     """Deliveries whose next automatic attempt is due at `now`, the longest waiting first."""
     now = now or datetime.now(UTC)
-    # only webhooks with an attempt inside the deadline window can be due: found by the created_at
-    # index, then aggregated over all their attempts, so the query does not grow with the history
+    candidates = _unfinished(sessions, now)
+    due = [delivery for delivery in candidates if delivery.is_due(now)]
+    return sorted(due, key=lambda delivery: delivery.next_attempt_at or now)
+
+
+def _unfinished(sessions: sessionmaker[Session], now: datetime) -> list[Delivery]:
+    """Deliveries without a success whose first attempt is inside the deadline.
+
+    Only webhooks with an attempt inside the deadline window qualify: they are found by the
+    created_at index, then aggregated over all their attempts, so the query does not grow with the
+    history.
+    """
     recent = select(WebhookDelivery.webhook_id).where(WebhookDelivery.created_at > now - DEADLINE)
     with sessions() as session:
-        candidates = _summaries(
+        return _summaries(
             session,
             where=[WebhookDelivery.webhook_id.in_(recent)],
             having=[_no_success(), _within_deadline(now)],
         )
-    due = [delivery for delivery in candidates if delivery.is_due(now)]
-    return sorted(due, key=lambda delivery: delivery.next_attempt_at or now)
 
 
 def deliver_due(
@@ -255,15 +263,7 @@ def redeliver(sessions: sessionmaker[Session], secret: str, webhook_id: str) -> 
 def count_pending(sessions: sessionmaker[Session], now: datetime | None = None) -> int:
     """How many deliveries still wait for an automatic attempt."""
     now = now or datetime.now(UTC)
-    # only webhooks with an attempt inside the deadline window can be due: found by the created_at
-    # index, then aggregated over all their attempts, so the query does not grow with the history
-    recent = select(WebhookDelivery.webhook_id).where(WebhookDelivery.created_at > now - DEADLINE)
-    with sessions() as session:
-        candidates = _summaries(
-            session,
-            where=[WebhookDelivery.webhook_id.in_(recent)],
-            having=[_no_success(), _within_deadline(now)],
-        )
+    candidates = _unfinished(sessions, now)
     return sum(delivery.status(now) is DeliveryStatus.PENDING for delivery in candidates)
 
 

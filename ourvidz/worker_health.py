@@ -65,7 +65,7 @@ def probe_http_workers(sessions: sessionmaker[Session]) -> list[Observation]:
             active = sum(result.body.get("running", {}).values())
         if name and failing_for is not None and failing_for >= STALE_WORKER_SECONDS:
             # a worker that died without deregistering (SIGKILL, lost machine); it registers anew at start
-            forget_worker(sessions, key)
+            forget_worker(sessions, key, url)
             status, error = "offline", f"registration removed: unreachable for {failing_for:.0f} s ({error})"
         observations.append(Observation(
             worker_type=kind, worker_name=name or None, status=status, url=url,

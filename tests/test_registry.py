@@ -14,6 +14,7 @@ from ourvidz.db.models import SystemConfig
 from ourvidz.prompts.chat import ChatWorker
 from ourvidz.registry import (
     UNHEALTHY_SKIP_SECONDS,
+    forget_worker,
     load_worker,
     probe,
     record_health,
@@ -95,6 +96,16 @@ def test_a_dead_workers_registration_is_dropped_after_failing_probes_for_long(
     assert load_worker(sessions, "gpu:killed-worker") is None
     assert load_worker(sessions, "chat") is not None  # an operator's chat worker stays registered
     assert last[None].status == "unhealthy"
+
+
+def test_a_worker_registered_again_elsewhere_is_not_forgotten(
+    sessions: sessionmaker[Session], worker: FakeChatWorker
+) -> None:
+    save_worker(sessions, "gpu:restarted", worker.url, "worker-start")
+    forget_worker(sessions, "gpu:restarted", "http://127.0.0.1:9")  # its old, dead address
+    assert load_worker(sessions, "gpu:restarted") is not None
+    forget_worker(sessions, "gpu:restarted", worker.url + "/")
+    assert load_worker(sessions, "gpu:restarted") is None
 
 
 def test_a_healthy_probe_clears_the_failure_clock(
