@@ -60,6 +60,9 @@ def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 def build_full_size(key: ModelKey) -> DiffusionPipeline:
     """The real architectures (see ARCHITECTURE.md), random weights, built directly on the device."""
     dtype = getattr(torch, key.dtype.removeprefix("torch."))
+    # Schedulers keep their tables on the CPU (set_timesteps converts them to numpy), so they are built
+    # outside the device context.
+    scheduler = sdxl_scheduler() if key.family == "sdxl" else wan_scheduler()
     with torch.device(key.device):
         if key.family == "sdxl":
             unet = UNet2DConditionModel(
@@ -77,7 +80,7 @@ def build_full_size(key: ModelKey) -> DiffusionPipeline:
                 sample_size=1024, scaling_factor=0.13025, force_upcast=True,
             )  # fmt: skip
             return StableDiffusionXLPipeline(
-                vae=cast(vae, dtype), unet=cast(unet, dtype), scheduler=sdxl_scheduler(),
+                vae=cast(vae, dtype), unet=cast(unet, dtype), scheduler=scheduler,
                 text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None,
             )  # fmt: skip
         transformer = WanTransformer3DModel(
@@ -87,7 +90,7 @@ def build_full_size(key: ModelKey) -> DiffusionPipeline:
         )  # fmt: skip
         return WanPipeline(
             tokenizer=None, text_encoder=None, transformer=cast(transformer, dtype),
-            vae=AutoencoderKLWan(), scheduler=wan_scheduler(),
+            vae=AutoencoderKLWan(), scheduler=scheduler,
         )  # fmt: skip
 
 
@@ -153,13 +156,14 @@ def bench_job_types(runtime: GenerationRuntime, args: argparse.Namespace) -> lis
             if args.scale == "full" and runtime.pipelines.device.type == "cuda"
             else None
         )
-        rows.append({
+        rows.append(row := {
             "job_type": name, "size": f"{request.width}x{request.height}", "steps": request.steps,
             "frames": request.frames, "images": request.num_images, "seconds": round(seconds, 4),
             "images_per_s": round(request.num_images / seconds, 3),
             "frames_per_s": round(request.frames / seconds, 3), "samples": [round(s, 4) for s in samples],
             "target_s": target, "meets_target": None if target is None else seconds <= target,
         })  # fmt: skip
+        print(f"measured {name}: {row['seconds']} s", flush=True)  # partial results survive a kill
     return rows
 
 
@@ -196,6 +200,8 @@ def print_table(result: dict[str, Any]) -> None:
             f"{row['seconds']:>9.3f} {row['images_per_s']:>7.2f} {target:>7}"
         )
     batch = result["batching"]
+    if batch is None:
+        return
     print(
         f"batched vs sequential, {batch['jobs']} sdxl_image_fast jobs: {batch['sequential_s']:.3f} s -> "
         f"{batch['batched_s']:.3f} s, ratio {batch['ratio']:.2f} (target >= {batch['target_ratio']})"
@@ -211,7 +217,7 @@ def main() -> None:
     parser.add_argument("--job-types", nargs="+", default=DEFAULT_TYPES, choices=sorted(JOB_TYPES))
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per image job type (median)")
     parser.add_argument("--video-frames", type=int, help="override 81 frames (e.g. 17 on a CPU)")
-    parser.add_argument("--batch-jobs", type=int, default=4)
+    parser.add_argument("--batch-jobs", type=int, default=4, help="0 skips the batching comparison")
     parser.add_argument("--batch-window-ms", type=float, default=50.0)
     parser.add_argument("--max-batch-images", type=int, default=8)
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser first")
@@ -225,7 +231,7 @@ def main() -> None:
                 "scale": args.scale, "device": str(runtime.pipelines.device), "torch": torch.__version__,
                 "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                 "compile": args.compile, "job_types": bench_job_types(runtime, args),
-                "batching": bench_batching(runtime, args.batch_jobs),
+                "batching": bench_batching(runtime, args.batch_jobs) if args.batch_jobs else None,
                 "model_loads": runtime.pipelines.total_loads,
             }  # fmt: skip
         finally:
