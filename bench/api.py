@@ -10,9 +10,11 @@ stay queued, but each one is recorded and dispatched to Prefect in the gateway's
 as in production. Phases, each started only once the previous one's jobs all have their flow run
 (that wait is reported as the dispatch lag):
 
-- open loop: a fixed request rate, whatever the answers take (the spec's < 100 ms target at 100/s);
-  once more with the Prefect server stopped (SIGSTOP), which is the gateway's own cost: it accepts
-  and records jobs while their dispatches wait, and they all reach Prefect after SIGCONT;
+- open loop: a fixed request rate, whatever the answers take (the spec's < 100 ms target at 100/s),
+  first with the Prefect server at normal CPU priority (the baseline), then at the niceness `ourvidz up`
+  gives it (OURVIDZ_PREFECT_SERVER_NICE: the gateway's answers come first); once more with the Prefect
+  server stopped (SIGSTOP), which is the gateway's own cost: it accepts and records jobs while their
+  dispatches wait, and they all reach Prefect after SIGCONT;
 - closed loop: N clients each send queue-job as fast as answers come (throughput, latency);
 - baseline: the same open loop on `GET /health` (no auth, no database) in the same run.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -152,6 +155,20 @@ def paused_process(process: subprocess.Popen[bytes], paused: bool) -> Iterator[N
             os.killpg(process.pid, signal.SIGCONT)
 
 
+def renice(process: subprocess.Popen[bytes], nice: int) -> None:
+    """Set the niceness of every thread in the process's group (Linux /proc; niceness is per thread)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            group = int(stat.read_text().rsplit(")", 1)[1].split()[2])
+            threads = [int(task.name) for task in (stat.parent / "task").iterdir()]
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if group == process.pid:
+            for thread in threads:
+                with contextlib.suppress(ProcessLookupError):
+                    os.setpriority(os.PRIO_PROCESS, thread, nice)
+
+
 def cpu_seconds(stack: Stack) -> dict[str, float]:
     """User + system CPU seconds used so far by each process of the stack (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -229,8 +246,10 @@ def main() -> None:
             asyncio.run(closed_loop(url, tokens, 5, 2.0))  # warm-up: connections, caches; not reported
             wait_dispatched(sessions)
             open_jobs = partial(open_loop, url, tokens, args.rate, args.duration)
+            nice = settings.prefect_server_nice
             phases: list[tuple[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]], bool]] = [
-                (f"{args.rate:.0f} queue-job/s", open_jobs, False),
+                (f"{args.rate:.0f} queue-job/s, Prefect at nice 0", open_jobs, False),
+                (f"{args.rate:.0f} queue-job/s, Prefect at nice {nice}", open_jobs, False),
                 (f"{args.rate:.0f} queue-job/s, Prefect server paused", open_jobs, True),
                 *[
                     (f"{n} clients", partial(closed_loop, url, tokens, n, args.duration), False)
@@ -242,13 +261,18 @@ def main() -> None:
                     False,
                 ),
             ]
-            for label, phase, paused in phases:
+            for index, (label, phase, paused) in enumerate(phases):
+                if index == 1:  # the baseline ran at normal priority; from here on as `ourvidz up` runs it
+                    renice(stack.processes["prefect-server"], nice)
                 print(f"{label}...", flush=True)
                 before = cpu_seconds(stack)
                 with paused_process(stack.processes["prefect-server"], paused):
                     result = asyncio.run(phase())
+                result["prefect_nice"] = 0 if index == 0 else nice
                 if paused:
                     result["phase"] += ", Prefect paused"
+                elif "clients" not in result and result["phase"].endswith("queue-job"):
+                    result["phase"] += f", Prefect nice {result['prefect_nice']}"
                 result["dispatch_lag_s"] = wait_dispatched(sessions)
                 used = {name: cpu_seconds(stack)[name] - spent for name, spent in before.items()}
                 for name, seconds in used.items():  # each process's CPU per request, lag included

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -62,9 +63,10 @@ class Stack:
     logs: dict[str, Path] = field(default_factory=dict)
 
     def start(
-        self, name: str, args: Sequence[str], extra_env: Mapping[str, str] | None = None
+        self, name: str, args: Sequence[str], extra_env: Mapping[str, str] | None = None, nice: int = 0
     ) -> subprocess.Popen[bytes]:
-        """Start `args` with the stack's environment; its output goes to `<data dir>/logs/<name>.log`."""
+        """Start `args` with the stack's environment (at CPU niceness `nice`); its output goes to
+        `<data dir>/logs/<name>.log`."""
         log_dir = self.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.logs[name] = log_dir / f"{name}.log"
@@ -72,7 +74,7 @@ class Stack:
             process = subprocess.Popen(
                 list(args), env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the stack, which then stops its children in order
-                preexec_fn=_die_with_parent,
+                preexec_fn=partial(_prepare_child, nice),
             )  # fmt: skip
         self.processes[name] = process
         return process
@@ -88,7 +90,7 @@ class Stack:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
             raise StackError(f"{name} failed with code {result.returncode}:\n{tail}")
 
-    def start_prefect_server(self, port: int, timeout: float = 120) -> str:
+    def start_prefect_server(self, port: int, timeout: float = 120, nice: int = 0) -> str:
         """A Prefect server on SQLite under the data dir; returns its API URL once it answers."""
         prefect_home = self.data_dir / "prefect"
         prefect_home.mkdir(parents=True, exist_ok=True)
@@ -110,7 +112,7 @@ class Stack:
             "--port",
             str(port),
         ]
-        process = self.start("prefect-server", args, env)
+        process = self.start("prefect-server", args, env, nice=nice)
         api_url = f"http://127.0.0.1:{port}/api"
         wait_for_http(f"{api_url}/health", timeout, process)
         self.env["PREFECT_API_URL"] = api_url
@@ -136,8 +138,11 @@ class Stack:
         self.processes.clear()
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the stack process dies, even by SIGKILL (Linux; elsewhere a no-op)."""
+def _prepare_child(nice: int) -> None:
+    """In the child, before exec: lower its CPU priority by `nice` (its threads inherit it), and get
+    SIGTERM when the stack process dies, even by SIGKILL (Linux; elsewhere a no-op)."""
+    if nice:
+        os.nice(nice)
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -162,7 +167,7 @@ def start_local_stack(settings: Settings, worker_health_port: int | None = None)
     """Bring up the embedded default; with `PREFECT_API_URL` set, use that server instead of starting one."""
     stack = Stack(settings.data_dir)
     try:
-        api_url = stack.env.get("PREFECT_API_URL") or _start_own_server(stack, settings.prefect_port)
+        api_url = stack.env.get("PREFECT_API_URL") or _start_own_server(stack, settings)
         stack.env["PREFECT_API_URL"] = api_url
         ourvidz = [sys.executable, "-m", "ourvidz"]
         stack.run_once("db-upgrade", [*ourvidz, "db", "upgrade"])
@@ -183,9 +188,10 @@ def start_local_stack(settings: Settings, worker_health_port: int | None = None)
     return LocalStack(stack, api_url, api_url.removesuffix("/api"), health_url, gateway_url)
 
 
-def _start_own_server(stack: Stack, port: int) -> str:
+def _start_own_server(stack: Stack, settings: Settings) -> str:
+    port = settings.prefect_port
     _refuse_taken_port(port, "OURVIDZ_PREFECT_PORT", " (or PREFECT_API_URL to use the server that is there)")
-    return stack.start_prefect_server(port)
+    return stack.start_prefect_server(port, nice=settings.prefect_server_nice)
 
 
 def _refuse_taken_port(port: int, setting: str, hint: str = "") -> None:

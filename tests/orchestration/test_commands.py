@@ -30,6 +30,20 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _niceness(*command: str) -> int:
+    """The CPU niceness of the one running process whose command line contains `command`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # gone meanwhile
+            continue
+        if all(part in args for part in command):
+            found.append(int(cmdline.parent.name))
+    assert len(found) == 1, f"{command}: {found}"
+    return os.getpriority(os.PRIO_PROCESS, found[0])
+
+
 def test_demo_runs_both_jobs_and_prints_their_files(tmp_path: Path) -> None:
     port = free_port()
     result = subprocess.run(
@@ -70,6 +84,11 @@ def test_up_serves_until_ctrl_c_then_stops_everything(tmp_path: Path) -> None:
         assert httpx.get(f"{gateway_url.group(1)}/jobs/{uuid.uuid4()}", timeout=5).status_code == 401
         assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
         assert httpx.get(worker_url.group(1), timeout=5).json()["work_pool"] == "gpu"
+        # The gateway's answers come before flow-run creation (OURVIDZ_PREFECT_SERVER_NICE, default 10).
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert _niceness("prefect", "server", "--port", str(port)) == min(own + 10, 19)
+        gateway_port = gateway_url.group(1).rsplit(":", 1)[1]
+        assert _niceness("ourvidz", "api", "--port", gateway_port) == own
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
     finally:
