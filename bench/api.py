@@ -4,19 +4,20 @@
     python bench/api.py --duration 30 --json out.json --prefect-db sqlite
 
 Starts a Prefect server on a fresh PostgreSQL database of the same server (the scale-out setup;
-`--prefect-db sqlite` for the embedded default), bootstraps it, and one gateway process on a fresh
-PostgreSQL schema (`--database`, default the local `test` database). No GPU worker runs: jobs
-stay queued, but each one is recorded and dispatched to Prefect in the gateway's background exactly
-as in production. Phases, each started only once the previous one's jobs all have their flow run
-(that wait is reported as the dispatch lag):
+`--prefect-db sqlite` for the embedded default), bootstraps it, and the gateway on a fresh PostgreSQL
+schema (`--database`, default the local `test` database). No GPU worker runs: jobs stay queued, but
+each one is recorded and dispatched to Prefect exactly as in production. Phases, each started only
+once the previous one's jobs all have their flow run (that wait is reported as the dispatch lag):
 
-- open loop: a fixed request rate, whatever the answers take (the spec's < 100 ms target at 100/s),
-  first with the Prefect server at normal CPU priority (the baseline), then at the niceness `ourvidz up`
-  gives it (OURVIDZ_PREFECT_SERVER_NICE: the gateway's answers come first); once more with the Prefect
-  server stopped (SIGSTOP), which is the gateway's own cost: it accepts and records jobs while their
-  dispatches wait, and they all reach Prefect after SIGCONT;
+- baseline: queue-job at a fixed rate (open loop: whatever the answers take; the spec's < 100 ms
+  target is at 100/s), the gateway dispatching each job itself (OURVIDZ_DISPATCH=inline), every
+  process at normal CPU priority;
+- the same load as `ourvidz up` runs it: the gateway only records jobs, `ourvidz dispatcher` creates
+  their flow runs, and the dispatcher and the Prefect server run at OURVIDZ_BACKGROUND_NICE;
+- the same with the Prefect server stopped (SIGSTOP): the gateway's own cost, its jobs dispatched
+  after SIGCONT;
 - closed loop: N clients each send queue-job as fast as answers come (throughput, latency);
-- baseline: the same open loop on `GET /health` (no auth, no database) in the same run.
+- `GET /health` (no auth, no database) at the same rate, the floor of any answer.
 
 Targets: queue-job p99 <= 100 ms at 100 requests/s on this 2-core machine.
 """
@@ -169,14 +170,28 @@ def renice(process: subprocess.Popen[bytes], nice: int) -> None:
                     os.setpriority(os.PRIO_PROCESS, thread, nice)
 
 
-def cpu_seconds(stack: Stack) -> dict[str, float]:
-    """User + system CPU seconds used so far by each process of the stack (Linux /proc)."""
+def cpu_seconds(*stacks: Stack) -> dict[str, float]:
+    """User + system CPU seconds used so far by each process of the stacks (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
     used = {}
-    for name, process in stack.processes.items():
-        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        used[name] = (int(fields[11]) + int(fields[12])) / tick
+    for stack in stacks:
+        for name, process in stack.processes.items():
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used[name] = (int(fields[11]) + int(fields[12])) / tick
     return used
+
+
+def start_gateway(tmp: str, env: dict[str, str], dispatch: str, nice: int) -> tuple[Stack, str]:
+    """`ourvidz api` with OURVIDZ_DISPATCH=`dispatch`; in `dispatcher` mode also `ourvidz dispatcher` at
+    niceness `nice`, as `ourvidz up` runs them."""
+    stack = Stack(Path(tmp), env={**env, "OURVIDZ_DISPATCH": dispatch})
+    if dispatch == "dispatcher":
+        stack.start("dispatcher", [*OURVIDZ, "dispatcher"], nice=nice)
+    port = free_port()
+    gateway = stack.start("gateway", [*OURVIDZ, "api", "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/health", 60, gateway)
+    return stack, url
 
 
 def wait_dispatched(sessions: sessionmaker[Session], timeout: float = 600.0) -> float:
@@ -191,15 +206,37 @@ def wait_dispatched(sessions: sessionmaker[Session], timeout: float = 600.0) -> 
     return round(time.perf_counter() - started, 1)
 
 
+def run_phase(
+    label: str,
+    phase: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
+    prefect: Stack,
+    gateways: Stack,
+    sessions: sessionmaker[Session],
+    paused: bool,
+) -> dict[str, Any]:
+    """One phase, then the wait until its jobs are all dispatched, with each process's CPU per request."""
+    print(f"{label}...", flush=True)
+    before = cpu_seconds(prefect, gateways)
+    with paused_process(prefect.processes["prefect-server"], paused):
+        result = asyncio.run(phase())
+    result["phase"] = label
+    result["dispatch_lag_s"] = wait_dispatched(sessions)
+    after = cpu_seconds(prefect, gateways)
+    for name, spent in before.items():  # lag included
+        result[f"{name}_cpu_ms_per_request"] = round((after[name] - spent) * 1000 / result["requests"], 1)
+    return result
+
+
 def print_table(results: list[dict[str, Any]]) -> None:
     header = ("phase", "load", "requests", "errors", "rps", "p50 ms", "p99 ms", "lag s", "cpu ms/req")
-    print("\n{:<36} {:>10} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>16}".format(*header))
+    print("\n{:<44} {:>10} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>25}".format(*header))
     for r in results:
         load = f"{r['clients']} clients" if "clients" in r else f"{r['rate_rps']:.0f}/s"
+        cpu = f"{r['gateway_cpu_ms_per_request']:>6} + {r['prefect-server_cpu_ms_per_request']:>6}"
+        cpu += f" + {r.get('dispatcher_cpu_ms_per_request', '-'):>6}"
         print(
-            f"{r['phase']:<36} {load:>10} {r['requests']:>8} {r['errors']:>6} {r['throughput_rps']:>7.1f} "
-            f"{r['p50_ms']:>7} {r['p99_ms']:>7} {r['dispatch_lag_s']:>6} "
-            f"{r['gateway_cpu_ms_per_request']:>7} + {r['prefect-server_cpu_ms_per_request']:>6}"
+            f"{r['phase']:<44} {load:>10} {r['requests']:>8} {r['errors']:>6} {r['throughput_rps']:>7.1f} "
+            f"{r['p50_ms']:>7} {r['p99_ms']:>7} {r['dispatch_lag_s']:>6} {cpu:>25}"
         )
 
 
@@ -237,47 +274,35 @@ def main() -> None:
             settings = Settings(data_dir=Path(tmp), database_url=database_url)
             migrate.upgrade(database_url)
             stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
-            port = free_port()
-            gateway = stack.start("gateway", [*OURVIDZ, "api", "--port", str(port)])
-            url = f"http://127.0.0.1:{port}"
-            wait_for_http(f"{url}/health", 60, gateway)
             sessions = sessions_for(database_url)
             tokens = user_tokens(settings, sessions, USERS)
+            nice = settings.background_nice
+            # The baseline: the gateway dispatching inline, every process at normal priority.
+            gateways, url = start_gateway(tmp, stack.env, "inline", nice)
             asyncio.run(closed_loop(url, tokens, 5, 2.0))  # warm-up: connections, caches; not reported
             wait_dispatched(sessions)
             open_jobs = partial(open_loop, url, tokens, args.rate, args.duration)
-            nice = settings.prefect_server_nice
+            label = "queue-job, gateway dispatches, all nice 0"
+            results.append(run_phase(label, open_jobs, stack, gateways, sessions, paused=False))
+            gateways.stop()
+            # As `ourvidz up` runs it: a recording gateway, the dispatcher and Prefect at lower priority.
+            renice(stack.processes["prefect-server"], nice)
+            gateways, url = start_gateway(tmp, stack.env, "dispatcher", nice)
+            asyncio.run(closed_loop(url, tokens, 5, 2.0))
+            wait_dispatched(sessions)
+            open_jobs = partial(open_loop, url, tokens, args.rate, args.duration)
             phases: list[tuple[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]], bool]] = [
-                (f"{args.rate:.0f} queue-job/s, Prefect at nice 0", open_jobs, False),
-                (f"{args.rate:.0f} queue-job/s, Prefect at nice {nice}", open_jobs, False),
-                (f"{args.rate:.0f} queue-job/s, Prefect server paused", open_jobs, True),
+                (f"queue-job, dispatcher, background nice {nice}", open_jobs, False),
+                ("queue-job, dispatcher, Prefect paused", open_jobs, True),
                 *[
-                    (f"{n} clients", partial(closed_loop, url, tokens, n, args.duration), False)
+                    ("queue-job, dispatcher", partial(closed_loop, url, tokens, n, args.duration), False)
                     for n in args.clients
                 ],
-                (
-                    f"{args.rate:.0f} GET /health/s",
-                    partial(open_loop, url, None, args.rate, args.duration),
-                    False,
-                ),
+                ("baseline GET /health", partial(open_loop, url, None, args.rate, args.duration), False),
             ]
-            for index, (label, phase, paused) in enumerate(phases):
-                if index == 1:  # the baseline ran at normal priority; from here on as `ourvidz up` runs it
-                    renice(stack.processes["prefect-server"], nice)
-                print(f"{label}...", flush=True)
-                before = cpu_seconds(stack)
-                with paused_process(stack.processes["prefect-server"], paused):
-                    result = asyncio.run(phase())
-                result["prefect_nice"] = 0 if index == 0 else nice
-                if paused:
-                    result["phase"] += ", Prefect paused"
-                elif "clients" not in result and result["phase"].endswith("queue-job"):
-                    result["phase"] += f", Prefect nice {result['prefect_nice']}"
-                result["dispatch_lag_s"] = wait_dispatched(sessions)
-                used = {name: cpu_seconds(stack)[name] - spent for name, spent in before.items()}
-                for name, seconds in used.items():  # each process's CPU per request, lag included
-                    result[f"{name}_cpu_ms_per_request"] = round(seconds * 1000 / result["requests"], 1)
-                results.append(result)
+            for label, phase, paused in phases:
+                results.append(run_phase(label, phase, stack, gateways, sessions, paused))
+            gateways.stop()
         finally:
             stack.stop()
             if args.prefect_db == "postgres":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -33,7 +34,8 @@ def _settings() -> Settings:
 
 @app.command()
 def up() -> None:
-    """Run the stack on this machine: Prefect server (unless PREFECT_API_URL is set), gateway, GPU worker."""
+    """Run the stack on this machine: Prefect server (unless PREFECT_API_URL is set), dispatcher, gateway,
+    GPU worker."""
     from ourvidz.stack import StackError, start_local_stack
 
     settings = _settings()
@@ -109,6 +111,22 @@ def api(
         # bounded: dispatches still in flight when it stops are left to the outbox of the next start
         timeout_graceful_shutdown=10,
     )
+
+
+@app.command()
+def dispatcher() -> None:
+    """Create the flow runs of queued jobs, for gateways run with OURVIDZ_DISPATCH=dispatcher."""
+    settings = _settings()
+    _require_prefect_api()
+    import logging
+
+    from ourvidz.api.dispatch import run_dispatcher
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _stop_on_sigterm()
+    # a dispatch cut short by Ctrl-C or SIGTERM is redone by the next dispatcher: same key, same run
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_dispatcher(settings))
 
 
 @app.command()

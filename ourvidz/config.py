@@ -129,12 +129,17 @@ class Settings(BaseSettings):
         "check (set it to the host's reachable address when workers run on other machines).",
     )
     prefect_port: int = Field(4200, description="Port of the Prefect server that `ourvidz up` starts.")
-    prefect_server_nice: int = Field(
+    background_nice: int = Field(
         10,
         ge=0,
         le=19,
-        description="CPU niceness of the Prefect server that `ourvidz up` starts: on a shared machine the "
-        "gateway's answers come first and flow-run creation takes the CPU that is left.",
+        description="CPU niceness of the Prefect server and the dispatcher that `ourvidz up` starts: on a "
+        "shared machine the gateway's answers come first and flow-run creation takes the CPU that is left.",
+    )
+    dispatch: Literal["inline", "dispatcher"] = Field(
+        "inline",
+        description="Who creates a queued job's flow run: the gateway right after it answers (`inline`), or "
+        "`ourvidz dispatcher` processes (`dispatcher`: the gateway only records the job).",
     )
     api_host: str = Field("127.0.0.1", description="Interface the gateway (`ourvidz api`) listens on.")
     api_port: int = Field(8000, description="Port of the gateway.")

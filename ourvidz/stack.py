@@ -154,7 +154,8 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
 
 @dataclass
 class LocalStack:
-    """The embedded default, running: Prefect server (unless one was given), job DB, gateway, GPU worker."""
+    """The embedded default, running: Prefect server (unless one was given), job DB, dispatcher, gateway,
+    GPU worker."""
 
     stack: Stack
     api_url: str
@@ -173,7 +174,10 @@ def start_local_stack(settings: Settings, worker_health_port: int | None = None)
         stack.run_once("db-upgrade", [*ourvidz, "db", "upgrade"])
         stack.run_once("bootstrap", [*ourvidz, "bootstrap"])
         _refuse_taken_port(settings.api_port, "OURVIDZ_API_PORT")
-        gateway = stack.start("gateway", [*ourvidz, "api", "--port", str(settings.api_port)])
+        # flow-run creation runs beside the gateway, at the Prefect server's lower priority
+        stack.start("dispatcher", [*ourvidz, "dispatcher"], nice=settings.background_nice)
+        api = [*ourvidz, "api", "--port", str(settings.api_port)]
+        gateway = stack.start("gateway", api, {"OURVIDZ_DISPATCH": "dispatcher"})
         port = worker_health_port or free_port()
         worker = stack.start("gpu-worker", [*ourvidz, "worker", "--health-port", str(port)])
         maintenance = [*ourvidz, "worker", "--pool", settings.maintenance_pool, "--queue", "default"]
@@ -191,7 +195,7 @@ def start_local_stack(settings: Settings, worker_health_port: int | None = None)
 def _start_own_server(stack: Stack, settings: Settings) -> str:
     port = settings.prefect_port
     _refuse_taken_port(port, "OURVIDZ_PREFECT_PORT", " (or PREFECT_API_URL to use the server that is there)")
-    return stack.start_prefect_server(port, nice=settings.prefect_server_nice)
+    return stack.start_prefect_server(port, nice=settings.background_nice)
 
 
 def _refuse_taken_port(port: int, setting: str, hint: str = "") -> None:

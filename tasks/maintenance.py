@@ -26,13 +26,22 @@ from ourvidz.api.events import WORKER_EVENT_PREFIX
 from ourvidz.config import get_settings
 from ourvidz.db.models import Job
 from ourvidz.db.session import sessions_for
-from ourvidz.jobs.recovery import RunFate, Watched, dispatch_key, recover_job, watched_jobs
+from ourvidz.jobs.recovery import (
+    RunFate,
+    Watched,
+    dispatch_key,
+    recover_job,
+    undispatched_jobs,
+    watched_jobs,
+)
 from ourvidz.reports import usage_report
 from ourvidz.worker_health import Observation, probe_http_workers, record_observations
 from tasks.retry import database_unreachable
 from tasks.stages import DB_RETRIES
 
 PENDING_LIMIT = timedelta(minutes=10)
+STRANDED_AFTER = timedelta(minutes=2)  # a queued job no dispatcher took (none running, or it died)
+STRANDED_BATCH = 100
 RUNS_PER_READ = 200
 LOST_STATES = {
     StateType.CRASHED: "its flow run crashed (worker lost)",
@@ -59,10 +68,14 @@ def fate_of(run: FlowRun | None, now: datetime) -> tuple[RunFate, str]:
 
 @task(name="recover-lost-jobs", cache_policy=NO_CACHE, retry_condition_fn=database_unreachable, **DB_RETRIES)
 async def recover_lost_jobs() -> list[dict[str, Any]]:
-    """Re-queue (and dispatch again) or fail every job whose flow run was lost; one row per action."""
+    """Re-queue (and dispatch again) or fail every job whose flow run was lost, and dispatch queued jobs
+    that no dispatcher took; one row per action."""
     sessions = sessions_for(get_settings().database_url)
     watched = await asyncio.to_thread(watched_jobs, sessions)
-    if not watched:
+    stranded = await asyncio.to_thread(
+        undispatched_jobs, sessions, STRANDED_AFTER.total_seconds(), STRANDED_BATCH
+    )
+    if not watched and not stranded:
         return []
     async with get_client() as client:
         runs: dict[uuid.UUID, FlowRun] = {}
@@ -76,7 +89,22 @@ async def recover_lost_jobs() -> list[dict[str, Any]]:
         actions = [
             await _settle(client, sessions, job, fate_of(runs.get(job.flow_run_id), now)) for job in watched
         ]
+        actions += [await _dispatch_stranded(client, sessions, *job) for job in stranded]
     return [action for action in actions if action is not None]
+
+
+async def _dispatch_stranded(
+    client: PrefectClient, sessions: Any, job_id: uuid.UUID, job_type: str, key: str
+) -> dict[str, Any]:
+    reason = f"queued without a flow run for {STRANDED_AFTER.seconds // 60} min (no dispatcher took it)"
+    action = {"job_id": str(job_id), "job_type": job_type, "action": "dispatched", "reason": reason}
+    try:
+        run = await dispatch_job(sessions, job_id, job_type, client, idempotency_key=key)
+    except Exception as exc:  # Prefect is away: the next round tries again
+        action["new_flow_run_id"] = f"not yet ({type(exc).__name__})"
+    else:
+        action["new_flow_run_id"] = str(run.id)
+    return action
 
 
 async def _settle(
@@ -91,7 +119,7 @@ async def _settle(
         key = dispatch_key(job.job_id, await asyncio.to_thread(_job_meta, sessions, job.job_id))
         try:
             run = await dispatch_job(sessions, job.job_id, job.job_type, client, idempotency_key=key)
-        except Exception as exc:  # still queued without a run: the gateway's outbox dispatches it
+        except Exception as exc:  # still queued without a run: the outbox (gateway or dispatcher) takes it
             action["new_flow_run_id"] = f"deferred to the outbox ({type(exc).__name__})"
         else:
             action["new_flow_run_id"] = str(run.id)

@@ -55,7 +55,8 @@ def test_every_setting_reads_its_environment_variable(
         "OURVIDZ_WORK_POOL": "gpu-east",
         "OURVIDZ_WORKER_HEALTH_PORT": "8123",
         "OURVIDZ_PREFECT_PORT": "4300",
-        "OURVIDZ_PREFECT_SERVER_NICE": "5",
+        "OURVIDZ_BACKGROUND_NICE": "5",
+        "OURVIDZ_DISPATCH": "dispatcher",
         "OURVIDZ_SERVICE_KEY": "service-from-env",
         "OURVIDZ_API_HOST": "0.0.0.0",
         "OURVIDZ_API_PORT": "8080",
@@ -89,11 +90,8 @@ def test_every_setting_reads_its_environment_variable(
     assert (settings.device, settings.batch_window_ms, settings.max_batch_images) == ("cuda:1", 20.0, 4)
     assert settings.torch_compile is True
     assert (settings.sdxl_concurrency, settings.wan_concurrency, settings.work_pool) == (2, 3, "gpu-east")
-    assert (settings.worker_health_port, settings.prefect_port, settings.prefect_server_nice) == (
-        8123,
-        4300,
-        5,
-    )
+    assert (settings.worker_health_port, settings.prefect_port) == (8123, 4300)
+    assert (settings.background_nice, settings.dispatch) == (5, "dispatcher")
     assert settings.service_key is not None and settings.service_key.get_secret_value() == "service-from-env"
     assert (settings.api_host, settings.api_port) == ("0.0.0.0", 8080)
     limits = (settings.rate_limit_jobs, settings.rate_limit_enhance, settings.rate_limit_health)
@@ -116,8 +114,9 @@ def test_postgres_urls_use_psycopg3(monkeypatch: pytest.MonkeyPatch, url: str) -
     [
         ("OURVIDZ_MODEL_PROFILE", "huge"),
         ("OURVIDZ_ENVIRONMENT", "dev"),
-        ("OURVIDZ_PREFECT_SERVER_NICE", "20"),
-        ("OURVIDZ_PREFECT_SERVER_NICE", "-5"),
+        ("OURVIDZ_BACKGROUND_NICE", "20"),
+        ("OURVIDZ_BACKGROUND_NICE", "-5"),
+        ("OURVIDZ_DISPATCH", "later"),
     ],
 )
 def test_invalid_choices_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

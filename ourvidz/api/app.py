@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        gw.dispatcher = Dispatcher(gw.sessions, settings.work_pool)
+        gw.dispatcher = Dispatcher(gw.sessions, settings.work_pool, inline=settings.dispatch == "inline")
         gw.events = EventHub()
         await gw.dispatcher.start()
         await gw.events.start()

@@ -1,11 +1,17 @@
 """Handing queued jobs to the generation deployment of their queue, so that no accepted job is lost.
 
-The gateway dispatches right after it answers (what `run_deployment(timeout=0)` does, with the job id
-as the idempotency key, so a second dispatch of the same job returns the same flow run; the gateway
-keeps each queue's deployment id instead of reading the deployment again for every job, and bounds
-how many dispatches are in flight so a burst of jobs cannot starve the requests themselves). A job whose
-dispatch failed (Prefect unreachable, deployment missing) stays queued without a flow run; the
-outbox loop finds such jobs and dispatches them once Prefect answers again.
+Dispatching is `run_deployment(timeout=0)` with the job id as the idempotency key, so a second dispatch
+of the same job returns the same flow run. It happens in one of two places (OURVIDZ_DISPATCH):
+
+- `inline`: the gateway dispatches right after it answers, keeping each queue's deployment id and
+  bounding how many dispatches are in flight; a job whose dispatch failed (Prefect unreachable,
+  deployment missing) stays queued without a flow run, and the gateway's outbox loop dispatches it
+  once Prefect answers again.
+- `dispatcher`: the gateway only records jobs; `ourvidz dispatcher` processes create their flow runs,
+  woken by each recorded job (`ourvidz.jobs.announce`). Each run costs the gateway about 4 ms of CPU
+  inline, so on a shared machine this keeps the gateway's answers fast while a burst is dispatched,
+  and the dispatcher can run at lower CPU priority. Several dispatchers may run: the idempotency key
+  makes a job they both pick up one flow run.
 """
 
 from __future__ import annotations
@@ -15,20 +21,20 @@ import logging
 import time
 import uuid
 from contextlib import AsyncExitStack
-from datetime import timedelta
 
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun, WorkerStatus
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.catalog import get_job_type
+from ourvidz.config import Settings
 from ourvidz.db.models import Job
-from ourvidz.db.types import utcnow
-from ourvidz.job_status import JobStatus
-from ourvidz.jobs.recovery import dispatch_key
+from ourvidz.db.session import sessions_for
+from ourvidz.jobs.announce import QueuedJobs
+from ourvidz.jobs.recovery import undispatched_jobs
 
 GENERATION_FLOW_NAME = "generate"
 OUTBOX_INTERVAL_SECONDS = 2.0
@@ -79,8 +85,9 @@ def _link(sessions: sessionmaker[Session], job_id: uuid.UUID, flow_run_id: uuid.
 
 
 class Dispatcher:
-    """The gateway's dispatcher: one long-lived Prefect client, the outbox loop, and whether the GPU
-    pool has an online worker (refreshed in the background, so requests never wait for it)."""
+    """One long-lived Prefect client that dispatches jobs, the gateway's outbox loop (when the gateway
+    dispatches inline), and whether the GPU pool has an online worker (refreshed in the background, so
+    requests never wait for it)."""
 
     def __init__(
         self,
@@ -88,11 +95,13 @@ class Dispatcher:
         work_pool: str,
         interval: float = OUTBOX_INTERVAL_SECONDS,
         grace_seconds: float = OUTBOX_GRACE_SECONDS,
+        inline: bool = True,
     ) -> None:
         self.sessions = sessions
         self.work_pool = work_pool
         self.interval = interval
         self.grace_seconds = grace_seconds
+        self.inline = inline  # False: the gateway leaves every job to `ourvidz dispatcher`
         self.workers_online: bool | None = None
         self._online_checked = time.monotonic()
         self._client: PrefectClient | None = None
@@ -101,10 +110,14 @@ class Dispatcher:
         self._pending: set[uuid.UUID] = set()  # being dispatched now: the outbox leaves them alone
         self._slots = asyncio.Semaphore(DISPATCH_CONCURRENCY)
 
-    async def start(self) -> None:
+    async def start(self, loops: bool = True) -> None:
+        """Open the Prefect client; with `loops`, watch the pool (and, inline, run the outbox loop)."""
         self._client = get_client()
         await self._client.__aenter__()
-        self._loops = [asyncio.create_task(self._outbox_loop()), asyncio.create_task(self._pool_loop())]
+        if loops:
+            self._loops = [asyncio.create_task(self._pool_loop())]
+            if self.inline:
+                self._loops.append(asyncio.create_task(self._outbox_loop()))
 
     async def stop(self) -> None:
         for loop in self._loops:
@@ -138,27 +151,36 @@ class Dispatcher:
         finally:
             self._pending.discard(job_id)
 
-    async def drain_once(self) -> int:
-        """Dispatch queued jobs that have no flow run yet; returns how many were dispatched."""
+    async def drain_once(self) -> int | None:
+        """Dispatch queued jobs that have no flow run yet, a few at a time; returns how many were
+        dispatched, or None when a whole few failed (Prefect is away: the rest wait for the next round;
+        one job that cannot be dispatched does not hold up the others)."""
         pending = await asyncio.to_thread(self._undispatched)
         dispatched = 0
-        for job_id, job_type, key in pending:
-            if await self.dispatch(job_id, job_type, key) is None:
-                break  # Prefect is still away; try again next round
-            dispatched += 1
+        for start in range(0, len(pending), DISPATCH_CONCURRENCY):
+            chunk = pending[start : start + DISPATCH_CONCURRENCY]
+            runs = await asyncio.gather(*(self.dispatch(*job) for job in chunk))
+            if all(run is None for run in runs):
+                return None
+            dispatched += sum(run is not None for run in runs)
         return dispatched
 
+    async def serve(self, queued: QueuedJobs) -> None:
+        """The dispatcher process's loop: dispatch what waits, then sleep until a job is recorded."""
+        while True:
+            try:
+                dispatched = await self.drain_once()
+            except Exception as exc:  # a database hiccup must not end the loop
+                logger.warning("dispatch round failed: %s", exc)
+                dispatched = None
+            if dispatched is None:  # Prefect or the database is away: do not spin on every new job
+                await asyncio.sleep(self.interval)
+            elif dispatched < OUTBOX_BATCH:  # caught up
+                await queued.wait()
+
     def _undispatched(self) -> list[tuple[uuid.UUID, str, str]]:
-        cutoff = utcnow() - timedelta(seconds=self.grace_seconds)
-        with self.sessions() as session:
-            rows = session.execute(
-                select(Job.id, Job.job_type, Job.meta)
-                .where(Job.status == JobStatus.QUEUED, Job.flow_run_id.is_(None), Job.created_at < cutoff)
-                .order_by(Job.created_at)
-                .limit(OUTBOX_BATCH)
-            ).all()
-        waiting = [row for row in rows if row.id not in self._pending]
-        return [(row.id, row.job_type, dispatch_key(row.id, row.meta)) for row in waiting]
+        waiting = undispatched_jobs(self.sessions, self.grace_seconds, OUTBOX_BATCH)
+        return [job for job in waiting if job[0] not in self._pending]
 
     async def refresh_workers_online(self) -> bool | None:
         try:
@@ -181,9 +203,21 @@ class Dispatcher:
             await asyncio.sleep(POOL_REFRESH_SECONDS)
 
     async def _outbox_loop(self) -> None:
+        """Inline mode's safety net: jobs whose dispatch after the answer failed."""
         while True:
             try:
                 await self.drain_once()
             except Exception as exc:  # a database hiccup must not end the loop
                 logger.warning("outbox round failed: %s", exc)
             await asyncio.sleep(self.interval)
+
+
+async def run_dispatcher(settings: Settings) -> None:
+    """`ourvidz dispatcher`: create the flow runs of the jobs that gateways in `dispatcher` mode record."""
+    dispatcher = Dispatcher(sessions_for(settings.database_url), settings.work_pool, grace_seconds=0)
+    await dispatcher.start(loops=False)
+    try:
+        async with QueuedJobs(settings.database_url) as queued:
+            await dispatcher.serve(queued)
+    finally:
+        await dispatcher.stop()

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.catalog import get_job_type
 from ourvidz.db.models import Image, Job, Profile, Video
+from ourvidz.jobs.announce import announce_queued
 from ourvidz.jobs.spec import build_request, job_bucket, requested_tier
 from ourvidz.policy import ContentTier
 
@@ -88,6 +89,7 @@ def add_job(
     session.add(row)
     session.flush()
     _link_output_row(session, row, image_id, video_id)
+    announce_queued(session)
     return NewJob(row, True)
 
 

@@ -95,6 +95,22 @@ def recover_job(
         return "requeued"
 
 
+def undispatched_jobs(
+    sessions: sessionmaker[Session], older_than_seconds: float, limit: int
+) -> list[tuple[uuid.UUID, str, str]]:
+    """Queued jobs without a flow run, recorded more than `older_than_seconds` ago, oldest first: each
+    as (job id, job type, the idempotency key of its next dispatch)."""
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    query = (
+        select(Job.id, Job.job_type, Job.meta)
+        .where(Job.status == JobStatus.QUEUED, Job.flow_run_id.is_(None), Job.created_at < cutoff)
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
+    with sessions() as session:
+        return [(row.id, row.job_type, dispatch_key(row.id, row.meta)) for row in session.execute(query)]
+
+
 def dispatch_key(job_id: uuid.UUID, meta: dict | None) -> str:
     """The idempotency key of a job's next flow run: the job id, then one more suffix per recovery."""
     recoveries = len((meta or {}).get("recoveries", []))

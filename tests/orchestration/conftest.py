@@ -138,11 +138,16 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory, orchestra_database: str)
 
 @contextmanager
 def extra_gateway(
-    orchestra: Orchestra, name: str, prefect_url: str, database_url: str | None = None
+    orchestra: Orchestra,
+    name: str,
+    prefect_url: str,
+    database_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Another `ourvidz api` process beside the session's, with its own Prefect URL (and database)."""
     # No client retries: calls to an unreachable Prefect fail at once instead of backing off.
     env = {**orchestra.stack.env, "PREFECT_API_URL": prefect_url, "PREFECT_CLIENT_MAX_RETRIES": "0"}
+    env.update(extra_env or {})
     if database_url is not None:
         env["OURVIDZ_DATABASE_URL"] = database_url
     stack = Stack(orchestra.settings.data_dir, env=env)

@@ -44,6 +44,28 @@ def _niceness(*command: str) -> int:
     return os.getpriority(os.PRIO_PROCESS, found[0])
 
 
+def _run_job(env: dict[str, str], gateway: str, timeout: float = 180) -> dict:
+    """Queue a small SDXL job as a new user (token from `ourvidz token`) and wait for it to end."""
+    token = subprocess.run(
+        [*OURVIDZ, "token", "--user", str(uuid.uuid4())], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    headers = {"authorization": f"Bearer {token}"}
+    body = {
+        "jobType": "sdxl_image_fast",
+        "prompt": "a boat",
+        "metadata": {"width": 64, "height": 64, "steps": 2},
+    }
+    answer = httpx.post(f"{gateway}/queue-job", json=body, headers=headers, timeout=30)
+    assert answer.status_code == 201, answer.text
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{gateway}/jobs/{answer.json()['job']['id']}", headers=headers, timeout=30).json()
+        if status["job"]["status"] in ("completed", "failed", "cancelled"):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"the job did not end within {timeout} s: {status}")
+
+
 def test_demo_runs_both_jobs_and_prints_their_files(tmp_path: Path) -> None:
     port = free_port()
     result = subprocess.run(
@@ -61,9 +83,10 @@ def test_demo_runs_both_jobs_and_prints_their_files(tmp_path: Path) -> None:
 
 def test_up_serves_until_ctrl_c_then_stops_everything(tmp_path: Path) -> None:
     port = free_port()
+    env = _env(tmp_path, port)
     process = subprocess.Popen(
         [*OURVIDZ, "up"],
-        env=_env(tmp_path, port),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -84,11 +107,15 @@ def test_up_serves_until_ctrl_c_then_stops_everything(tmp_path: Path) -> None:
         assert httpx.get(f"{gateway_url.group(1)}/jobs/{uuid.uuid4()}", timeout=5).status_code == 401
         assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
         assert httpx.get(worker_url.group(1), timeout=5).json()["work_pool"] == "gpu"
-        # The gateway's answers come before flow-run creation (OURVIDZ_PREFECT_SERVER_NICE, default 10).
+        # The gateway's answers come before flow-run creation (OURVIDZ_BACKGROUND_NICE, default 10).
         own = os.getpriority(os.PRIO_PROCESS, 0)
         assert _niceness("prefect", "server", "--port", str(port)) == min(own + 10, 19)
         gateway_port = gateway_url.group(1).rsplit(":", 1)[1]
         assert _niceness("ourvidz", "api", "--port", gateway_port) == own
+        assert _niceness("ourvidz", "dispatcher") == min(own + 10, 19)
+        # A job through the gateway, which only records it, and the dispatcher, which starts its run.
+        job = _run_job(env, gateway_url.group(1))
+        assert job["job"]["status"] == "completed" and job["job"]["flow_run_id"] is not None
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
     finally:

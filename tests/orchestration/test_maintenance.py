@@ -18,10 +18,12 @@ from flows.maintenance.recovery import recover_jobs
 from flows.maintenance.report import ARTIFACT_KEY as REPORT_KEY
 from flows.maintenance.report import daily_usage_report
 from ourvidz.api.dispatch import deployment_name
+from ourvidz.config import get_settings
 from ourvidz.db.models import Job, WorkerHealth
+from ourvidz.db.session import sessions_for
 from ourvidz.db.types import utcnow
 from ourvidz.job_status import JobStatus
-from ourvidz.jobs.create import create_job
+from ourvidz.jobs.create import create_job, ensure_profile
 from ourvidz.jobs.recovery import WORKER_LOST
 from ourvidz.registry import save_worker
 from tests.orchestration.conftest import Orchestra
@@ -62,6 +64,30 @@ def test_a_job_whose_run_crashed_is_requeued_and_completes(orchestra: Orchestra)
     )  # fmt: skip
     assert [r["attempt"] for r in job.meta["recoveries"]] == [1]
     assert not [a for a in asyncio.run(recover_jobs()) if a["job_id"] == str(job_id)]  # settled
+
+
+def test_a_job_no_dispatcher_took_is_dispatched_by_recovery(
+    orchestra: Orchestra, private_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway recording jobs with no `ourvidz dispatcher` running (its own database, so the session's
+    gateway cannot step in): recovery dispatches what waited over 2 minutes, and leaves newer jobs."""
+    monkeypatch.setenv("OURVIDZ_DATABASE_URL", private_database)
+    get_settings.cache_clear()
+    sessions = sessions_for(private_database)
+    ensure_profile(sessions, orchestra.user_id)
+    old, new = (
+        create_job(sessions, user_id=orchestra.user_id, job_type="image_fast", prompt=p, metadata=SMALL).job
+        for p in ("old", "new")
+    )
+    with sessions.begin() as session:
+        session.get_one(Job, old.id).created_at = utcnow() - timedelta(minutes=3)
+    actions = asyncio.run(recover_jobs())
+    assert [(a["job_id"], a["action"]) for a in actions] == [(str(old.id), "dispatched")]
+    with sessions() as session:
+        assert str(session.get_one(Job, old.id).flow_run_id) == actions[0]["new_flow_run_id"]
+        assert session.get_one(Job, new.id).flow_run_id is None
+    with orchestra.client() as client:
+        assert client.read_flow_run(uuid.UUID(actions[0]["new_flow_run_id"])).idempotency_key == str(old.id)
 
 
 def test_a_job_out_of_attempts_is_failed_with_the_reason(orchestra: Orchestra) -> None:

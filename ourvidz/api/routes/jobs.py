@@ -108,7 +108,7 @@ def queue_job(
         job, created = earlier
         with gw.sessions() as session:
             queue_length = _queue_length(session, job_type.queue)
-    if created and gw.dispatcher is not None:
+    if created and gw.dispatcher is not None and gw.dispatcher.inline:
         background.add_task(gw.dispatcher.dispatch, job.id, job.job_type)
     if not created:
         response.status_code = 200
