@@ -257,6 +257,17 @@ class JobMetrics:
                 "Age of the oldest job still waiting (queued) in the queue; 0 if none waits.",
                 labels=["queue"],
             ),
+            "undispatched": GaugeMetricFamily(
+                _name("queue_undispatched"),
+                "Queued jobs that have no flow run yet, by queue (waiting for the gateway or a dispatcher).",
+                labels=["queue"],
+            ),
+            "undispatched_age": GaugeMetricFamily(
+                _name("queue_oldest_undispatched_age_seconds"),
+                "Age of the oldest queued job without a flow run; 0 if none. More than a few seconds while "
+                "Prefect is idle means nothing dispatches (with OURVIDZ_DISPATCH=dispatcher: no dispatcher).",
+                labels=["queue"],
+            ),
             "duration": HistogramMetricFamily(
                 _name("job_duration_seconds"),
                 f"Creation to completion of the jobs completed in the last {hours}, by job type (a sliding "
@@ -349,21 +360,31 @@ class JobMetrics:
                 families["active"].add_metric([job_type, status.value], by_status[job_type, status])
 
     def _queues(self, session: Session, families: dict[str, Metric], now: datetime) -> None:
+        no_run = Job.flow_run_id.is_(None)
+        columns = (func.count(), func.min(Job.created_at), func.count(case((no_run, 1))))
         query = (
-            select(Job.queue, Job.status, func.count(), func.min(Job.created_at))
+            select(Job.queue, Job.status, *columns, func.min(case((no_run, Job.created_at))))
             .where(Job.status.in_(ACTIVE_STATUSES))
             .group_by(Job.queue, Job.status)
         )
         lengths: dict[str, int] = dict.fromkeys(KNOWN_QUEUES, 0)
         ages: dict[str, float] = dict.fromkeys(KNOWN_QUEUES, 0.0)
-        for queue, status, count, oldest in session.execute(query):
+        waiting: dict[str, int] = dict.fromkeys(KNOWN_QUEUES, 0)
+        waiting_ages: dict[str, float] = dict.fromkeys(KNOWN_QUEUES, 0.0)
+        for queue, status, count, oldest, undispatched, oldest_undispatched in session.execute(query):
             label = queue if queue in KNOWN_QUEUES else OTHER
             lengths[label] = lengths.get(label, 0) + count
             if status == JobStatus.QUEUED and oldest is not None:
                 ages[label] = max(ages.get(label, 0.0), (now - oldest).total_seconds())
+            if status == JobStatus.QUEUED and oldest_undispatched is not None:
+                waiting[label] = waiting.get(label, 0) + undispatched
+                age = (now - oldest_undispatched).total_seconds()
+                waiting_ages[label] = max(waiting_ages.get(label, 0.0), age)
         for queue, length in lengths.items():
             families["queue_length"].add_metric([queue], length)
             families["queue_age"].add_metric([queue], max(0.0, ages.get(queue, 0.0)))
+            families["undispatched"].add_metric([queue], waiting.get(queue, 0))
+            families["undispatched_age"].add_metric([queue], max(0.0, waiting_ages.get(queue, 0.0)))
 
     def _durations(self, session: Session, families: dict[str, Metric], now: datetime) -> None:
         total = seconds_between(Job.created_at, Job.completed_at)

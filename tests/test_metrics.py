@@ -114,6 +114,7 @@ def test_job_counts_queues_durations_and_rates(sessions: sessionmaker[Session], 
     add_job(sessions, user, "video_fast", JobStatus.QUEUED, created=50)
     add_job(sessions, user, "image_fast", JobStatus.QUEUED, created=20)
     add_job(sessions, user, "sdxl_image_high", JobStatus.PROCESSING, created=30, started=25)
+    add_job(sessions, user, "sdxl_image_fast", JobStatus.QUEUED, created=10, flow_run_id=uuid.uuid4())
     add_job(
         sessions, user, "video_fast", JobStatus.FAILED, created=80, started=70, completed=60, error="x: y"
     )
@@ -122,7 +123,7 @@ def test_job_counts_queues_durations_and_rates(sessions: sessionmaker[Session], 
 
     created = series(samples, "ourvidz_jobs_created_total")
     assert {dict(labels)["job_type"]: n for labels, n in created.items() if n} == {
-        "sdxl_image_fast": 4, "video_fast": 2, "image_fast": 1, "sdxl_image_high": 1,
+        "sdxl_image_fast": 5, "video_fast": 2, "image_fast": 1, "sdxl_image_high": 1,
     }  # fmt: skip
     finished = {
         (dict(labels)["job_type"], dict(labels)["status"]): n
@@ -134,11 +135,17 @@ def test_job_counts_queues_durations_and_rates(sessions: sessionmaker[Session], 
     }  # fmt: skip
     assert value(samples, "ourvidz_jobs_active", job_type="video_fast", status="queued") == 1
     assert value(samples, "ourvidz_jobs_active", job_type="sdxl_image_high", status="processing") == 1
-    assert value(samples, "ourvidz_jobs_active", job_type="sdxl_image_fast", status="queued") == 0
+    assert value(samples, "ourvidz_jobs_active", job_type="sdxl_image_fast", status="queued") == 1
     assert value(samples, "ourvidz_queue_length", queue="wan") == 2
-    assert value(samples, "ourvidz_queue_length", queue="sdxl") == 1
+    assert value(samples, "ourvidz_queue_length", queue="sdxl") == 2
     assert value(samples, "ourvidz_queue_oldest_job_age_seconds", queue="wan") == pytest.approx(50, abs=1e-3)
-    assert value(samples, "ourvidz_queue_oldest_job_age_seconds", queue="sdxl") == 0  # processing only
+    assert value(samples, "ourvidz_queue_oldest_job_age_seconds", queue="sdxl") == pytest.approx(10, abs=1e-3)
+    # the two wan jobs wait for a dispatcher; the queued sdxl job has its flow run
+    assert value(samples, "ourvidz_queue_undispatched", queue="wan") == 2
+    assert value(samples, "ourvidz_queue_undispatched", queue="sdxl") == 0
+    undispatched_age = "ourvidz_queue_oldest_undispatched_age_seconds"
+    assert value(samples, undispatched_age, queue="wan") == pytest.approx(50, abs=1e-3)
+    assert value(samples, undispatched_age, queue="sdxl") == 0
 
     # the 2-day-old completion is outside the 24 h window of the histograms
     fast = {"job_type": "sdxl_image_fast"}
