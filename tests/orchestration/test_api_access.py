@@ -282,6 +282,7 @@ def test_self_check_reports_every_dependency(orchestra: Orchestra, chat_worker: 
         "deployments",
         "work_pool",
         "chat_worker",
+        "dispatch",
     }
     assert answer["success"] is True, answer
 

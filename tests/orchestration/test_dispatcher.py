@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ourvidz.db import migrate
 from ourvidz.db.models import Job
 from ourvidz.db.session import sessions_for
+from ourvidz.db.types import utcnow
 from ourvidz.jobs.announce import QueuedJobs
 from ourvidz.jobs.create import add_job, ensure_profile
 from ourvidz.stack import Stack
@@ -97,3 +99,22 @@ def test_postgres_wakes_dispatchers_when_a_job_commits(private_database: str) ->
 
     # Jobs of other schemas on the same server (parallel test runs) notify too, and are ignored.
     assert asyncio.run(scenario()) == (False, True, False)
+
+
+def test_the_self_check_fails_when_nothing_dispatches(orchestra: Orchestra, private_database: str) -> None:
+    """A recording gateway with no dispatcher: a job waiting over a minute fails the `dispatch` check."""
+    sessions = sessions_for(private_database)
+    user = uuid.uuid4()
+    ensure_profile(sessions, user)
+    env = {"OURVIDZ_DISPATCH": "dispatcher"}
+    name = "gateway-no-dispatcher"
+    with extra_gateway(orchestra, name, orchestra.api_url, private_database, env) as gateway:
+        admin = orchestra.headers(uuid.uuid4(), admin=True)
+        before = httpx.get(f"{gateway}/test-edge-functions", headers=admin, timeout=30).json()
+        with sessions.begin() as session:
+            job = add_job(session, user_id=user, job_type="image_fast", prompt="stuck", metadata=SMALL).job
+            job.created_at = utcnow() - timedelta(minutes=2)
+        after = httpx.get(f"{gateway}/test-edge-functions", headers=admin, timeout=30).json()
+    assert before["checks"]["dispatch"]["ok"] is True
+    check = after["checks"]["dispatch"]
+    assert check["ok"] is False and "ourvidz dispatcher" in check["detail"] and after["success"] is False

@@ -30,9 +30,12 @@ from ourvidz.api.schemas import (
 )
 from ourvidz.api.security import Admin, ServiceOrAdmin, User
 from ourvidz.api.state import Gateway, gateway
+from ourvidz.jobs.recovery import undispatched_jobs
 from ourvidz.registry import load_worker, probe, record_health, save_worker
 
 router = APIRouter(tags=["workers"])
+DISPATCH_STALL_SECONDS = 60
+STALLED_SHOWN = 100
 GatewayDep = Annotated[Gateway, Depends(gateway)]
 GPU_WORKER_TYPES = ("sdxl", "wan", "video")
 CHECK_TIMEOUT_SECONDS = 5.0
@@ -116,6 +119,7 @@ async def test_edge_functions(_admin: Admin, gw: GatewayDep) -> SelfCheckRespons
         "deployments": await _check(_deployments(gw)),
         "work_pool": await _check(_work_pool(gw)),
         "chat_worker": await _check(asyncio.to_thread(_chat_worker, gw)),
+        "dispatch": await _check(asyncio.to_thread(_dispatch, gw)),
     }
     return SelfCheckResponse(success=all(check.ok for check in checks.values()), checks=checks)
 
@@ -177,6 +181,20 @@ async def _work_pool(gw: Gateway) -> str:
     if not online:
         raise RuntimeError(f"no worker of pool {pool!r} is online")
     return f"{len(online)} worker(s) online in {pool!r}"
+
+
+def _dispatch(gw: Gateway) -> str:
+    """Jobs should get their flow run within seconds; a backlog this old means nothing dispatches."""
+    mode = gw.settings.dispatch
+    stalled = undispatched_jobs(gw.sessions, DISPATCH_STALL_SECONDS, STALLED_SHOWN)
+    if stalled:
+        count = f"{len(stalled)}{'+' if len(stalled) == STALLED_SHOWN else ''}"
+        hint = "is `ourvidz dispatcher` running?" if mode == "dispatcher" else "is Prefect reachable?"
+        raise RuntimeError(
+            f"{count} job(s) queued without a flow run for over {DISPATCH_STALL_SECONDS} s "
+            f"(OURVIDZ_DISPATCH={mode}): {hint}"
+        )
+    return f"no job waits over {DISPATCH_STALL_SECONDS} s for its flow run (OURVIDZ_DISPATCH={mode})"
 
 
 def _chat_worker(gw: Gateway) -> str:
