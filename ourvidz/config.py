@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     worker_health_port: int | None = Field(
         None, description="Port of a GPU worker's status endpoint (`GET /health`); unset: no endpoint."
     )
+    stall_minutes: float = Field(
+        10.0,
+        gt=0,
+        description="A processing job that reports no progress for this long is taken as hung (its worker "
+        "may still heartbeat): recover-jobs marks its flow run Crashed and recovers the job. Keep it above "
+        "the longest silent stage (a video's VAE decode on the slowest device).",
+    )
     flow_heartbeat_seconds: int = Field(
         30,
         ge=30,

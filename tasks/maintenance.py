@@ -20,6 +20,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType, WorkerStatus
 from prefect.events import emit_event
+from prefect.states import Crashed
 
 from ourvidz.api.dispatch import dispatch_job
 from ourvidz.api.events import WORKER_EVENT_PREFIX
@@ -42,6 +43,7 @@ from tasks.stages import DB_RETRIES
 PENDING_LIMIT = timedelta(minutes=10)
 STRANDED_AFTER = timedelta(minutes=2)  # a queued job no dispatcher took (none running, or it died)
 STRANDED_BATCH = 100
+HUNG = "its worker hung"
 RUNS_PER_READ = 200
 LOST_STATES = {
     StateType.CRASHED: "its flow run crashed (worker lost)",
@@ -50,11 +52,17 @@ LOST_STATES = {
 }
 
 
-def fate_of(run: FlowRun | None, now: datetime) -> tuple[RunFate, str]:
-    """What a job's flow run (None: not in Prefect) means for the job."""
+def fate_of(
+    run: FlowRun | None, now: datetime, silent_for: timedelta = timedelta(0), stall: timedelta = timedelta.max
+) -> tuple[RunFate, str]:
+    """What a job's flow run (None: not in Prefect) means for the job, which has shown no progress for
+    `silent_for`."""
     if run is None:
         return RunFate.LOST, "its flow run is missing from Prefect"
     state = run.state.type if run.state is not None else None
+    if state is StateType.RUNNING and silent_for > stall:
+        # the worker still heartbeats (its run looks alive) but its generation stopped moving
+        return RunFate.LOST, f"{HUNG}: no progress for {int(silent_for.total_seconds() // 60)} min"
     if state is StateType.CANCELLED:
         return RunFate.CANCELLED, "its flow run was cancelled"
     if state in LOST_STATES:
@@ -86,8 +94,12 @@ async def recover_lost_jobs() -> list[dict[str, Any]]:
                 run.id: run for run in await client.read_flow_runs(flow_run_filter=chunk, limit=RUNS_PER_READ)
             }
         now = datetime.now(UTC)
+        stall = timedelta(minutes=get_settings().stall_minutes)
         actions = [
-            await _settle(client, sessions, job, fate_of(runs.get(job.flow_run_id), now)) for job in watched
+            await _settle(
+                client, sessions, job, fate_of(runs.get(job.flow_run_id), now, job.silent_for(now), stall)
+            )
+            for job in watched
         ]
         actions += [await _dispatch_stranded(client, sessions, *job) for job in stranded]
     return [action for action in actions if action is not None]
@@ -111,6 +123,8 @@ async def _settle(
     client: PrefectClient, sessions: Any, job: Watched, verdict: tuple[RunFate, str]
 ) -> dict[str, Any] | None:
     fate, reason = verdict
+    if reason.startswith(HUNG):  # end the run, so it frees its queue's concurrency slot
+        await client.set_flow_run_state(job.flow_run_id, Crashed(message=reason), force=True)
     outcome = await asyncio.to_thread(recover_job, sessions, job.job_id, job.flow_run_id, fate, reason)
     if outcome == "unchanged":
         return None

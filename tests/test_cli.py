@@ -51,7 +51,7 @@ def test_prefect_commands_need_an_api_url(command: str) -> None:
 def test_db_upgrade_creates_the_schema(database_url: str) -> None:
     result = run("db", "upgrade", env={"OURVIDZ_DATABASE_URL": database_url})
     assert result.returncode == 0, result.stderr
-    assert "database at revision 0002" in result.stdout
+    assert "database at revision 0003" in result.stdout
     engine = make_engine(database_url)
     with engine.connect() as conn:
         assert "jobs" in sa.inspect(conn).get_table_names()
@@ -61,7 +61,7 @@ def test_db_upgrade_creates_the_schema(database_url: str) -> None:
     again = run("db", "upgrade", env={"OURVIDZ_DATABASE_URL": database_url})
     assert "prompt templates added: none" in again.stdout  # an operator's edits are never replaced
     current = run("db", "current", env={"OURVIDZ_DATABASE_URL": database_url})
-    assert "current: 0002  head: 0002" in current.stdout
+    assert "current: 0003  head: 0003" in current.stdout
     down = run("db", "downgrade", "base", env={"OURVIDZ_DATABASE_URL": database_url})
     assert down.returncode == 0 and "database at revision None" in down.stdout
 

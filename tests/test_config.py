@@ -57,6 +57,7 @@ def test_every_setting_reads_its_environment_variable(
         "OURVIDZ_PREFECT_PORT": "4300",
         "OURVIDZ_BACKGROUND_NICE": "5",
         "OURVIDZ_DISPATCH": "dispatcher",
+        "OURVIDZ_STALL_MINUTES": "25",
         "OURVIDZ_SERVICE_KEY": "service-from-env",
         "OURVIDZ_API_HOST": "0.0.0.0",
         "OURVIDZ_API_PORT": "8080",
@@ -91,7 +92,7 @@ def test_every_setting_reads_its_environment_variable(
     assert settings.torch_compile is True
     assert (settings.sdxl_concurrency, settings.wan_concurrency, settings.work_pool) == (2, 3, "gpu-east")
     assert (settings.worker_health_port, settings.prefect_port) == (8123, 4300)
-    assert (settings.background_nice, settings.dispatch) == (5, "dispatcher")
+    assert (settings.background_nice, settings.dispatch, settings.stall_minutes) == (5, "dispatcher", 25.0)
     assert settings.service_key is not None and settings.service_key.get_secret_value() == "service-from-env"
     assert (settings.api_host, settings.api_port) == ("0.0.0.0", 8080)
     limits = (settings.rate_limit_jobs, settings.rate_limit_enhance, settings.rate_limit_health)

@@ -16,9 +16,10 @@ from ourvidz.db.models import Image, Job
 from ourvidz.db.types import utcnow
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.create import create_job, ensure_profile
+from ourvidz.jobs.finish import set_progress
 from ourvidz.jobs.recovery import WORKER_LOST, RunFate, dispatch_key, recover_job, watched_jobs
 from ourvidz.reports import usage_report
-from tasks.maintenance import PENDING_LIMIT, fate_of
+from tasks.maintenance import HUNG, PENDING_LIMIT, fate_of
 
 RUN = uuid.uuid4()
 
@@ -137,3 +138,31 @@ def test_what_a_flow_run_state_means_for_its_job(
         else FlowRun(flow_id=uuid.uuid4(), state=state(timestamp=now - timedelta(seconds=age)))
     )
     assert fate_of(run, now)[0] is fate
+
+
+@pytest.mark.parametrize(("silent_minutes", "fate"), [(9, RunFate.ALIVE), (11, RunFate.LOST)])
+def test_a_running_job_silent_past_the_stall_limit_is_hung(silent_minutes: int, fate: RunFate) -> None:
+    """Its worker still heartbeats, so the run looks Running; only the silence gives it away."""
+    now = utcnow()
+    run = FlowRun(flow_id=uuid.uuid4(), state=Running(timestamp=now - timedelta(hours=1)))
+    verdict = fate_of(run, now, timedelta(minutes=silent_minutes), timedelta(minutes=10))
+    assert verdict[0] is fate
+    assert verdict[1].startswith(HUNG) is (fate is RunFate.LOST)
+
+
+def test_watched_jobs_know_when_a_processing_job_last_progressed(sessions: sessionmaker[Session]) -> None:
+    processing, queued = _job(sessions, JobStatus.QUEUED), _job(sessions, JobStatus.QUEUED)
+    with sessions.begin() as session:
+        session.get_one(Job, processing).transition_to(JobStatus.PROCESSING)
+    started = _get(sessions, processing).started_at
+    assert started is not None and _get(sessions, processing).progressed_at == started
+    set_progress(sessions, processing, 40)
+    progressed = _get(sessions, processing).progressed_at
+    assert progressed is not None and progressed >= started
+    silent = {w.job_id: w.silent_since for w in watched_jobs(sessions)}
+    assert silent[processing] == progressed and silent[queued] is None
+    later = progressed + timedelta(minutes=3)
+    assert {w.job_id: w.silent_for(later) for w in watched_jobs(sessions)}[processing] == timedelta(minutes=3)
+    with sessions.begin() as session:  # back in the queue: the next attempt starts its own clock
+        session.get_one(Job, processing).transition_to(JobStatus.QUEUED)
+    assert _get(sessions, processing).progressed_at is None

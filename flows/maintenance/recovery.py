@@ -1,5 +1,6 @@
-"""Crash recovery: jobs whose flow run was lost (its worker died, its run crashed) are re-queued on
-another run, up to their `max_attempts`, then failed with `WORKER_LOST`.
+"""Crash recovery: jobs whose flow run was lost (its worker died, its run crashed, or its worker hung:
+no progress for OURVIDZ_STALL_MINUTES) are re-queued on another run, up to their `max_attempts`, then
+failed with `WORKER_LOST`; jobs no dispatcher took are dispatched.
 
 Runs every minute on the maintenance pool, and at once when a generation run crashes (the
 `crashed generation run -> recover-jobs` automation that `ourvidz bootstrap` creates).

@@ -141,6 +141,8 @@ class Job(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     created_at: Mapped[datetime] = _created(index=True)
     started_at: Mapped[datetime | None]
+    # last progress of the current attempt: recover-jobs takes a job silent too long as hung
+    progressed_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None] = mapped_column(index=True)
     project_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
     image_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -167,9 +169,9 @@ class Job(Base):
         now = utcnow()
         if new is JobStatus.PROCESSING:
             self.attempts += 1
-            self.started_at = now
+            self.started_at = self.progressed_at = now
         elif new is JobStatus.QUEUED:
-            self.started_at = None
+            self.started_at = self.progressed_at = None
             self.progress = 0
         else:
             self.completed_at = now

@@ -8,6 +8,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import Image, Job, Video
+from ourvidz.db.types import utcnow
 from ourvidz.job_status import JobStatus
 
 MAX_ERROR_CHARS = 2000
@@ -19,7 +20,7 @@ def set_progress(sessions: sessionmaker[Session], job_id: uuid.UUID, percent: in
         session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.PROCESSING)
-            .values(progress=max(0, min(100, percent)))
+            .values(progress=max(0, min(100, percent)), progressed_at=utcnow())
         )
 
 

@@ -2,7 +2,8 @@
 
 A GPU worker that dies mid-job leaves its job `processing` and its flow run without heartbeats; the
 crash-recovery automation marks such runs Crashed, and the recovery flow then hands each job here
-with what Prefect says about its run. Every recovery is recorded in `metadata.recoveries`, whose
+with what Prefect says about its run. A worker that hangs keeps heartbeating, so its run looks alive:
+the job's `progressed_at` gives it away. Every recovery is recorded in `metadata.recoveries`, whose
 length also makes the next dispatch's idempotency key new (the crashed run is not returned again).
 """
 
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
-from sqlalchemy import or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import Job
@@ -35,11 +36,16 @@ class RunFate(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Watched:
-    """A job that has a flow run and is not final: recovery asks Prefect about `flow_run_id`."""
+    """A job that has a flow run and is not final: recovery asks Prefect about `flow_run_id`.
+    `silent_since` is when a processing job last showed progress (None while queued)."""
 
     job_id: uuid.UUID
     job_type: str
     flow_run_id: uuid.UUID
+    silent_since: datetime | None = None
+
+    def silent_for(self, now: datetime) -> timedelta:
+        return timedelta(0) if self.silent_since is None else now - self.silent_since
 
 
 Outcome = Literal["requeued", "failed", "cancelled", "unchanged"]
@@ -49,15 +55,18 @@ def watched_jobs(sessions: sessionmaker[Session], settle_seconds: float = 30.0) 
     """Processing jobs, and queued jobs that already have a flow run, older than `settle_seconds`
     (a run that was just created may not be visible in Prefect yet)."""
     before = utcnow() - timedelta(seconds=settle_seconds)
+    last_sign = case(
+        (Job.status == JobStatus.PROCESSING, func.coalesce(Job.progressed_at, Job.started_at)), else_=None
+    )
     query = (
-        select(Job.id, Job.job_type, Job.flow_run_id)
+        select(Job.id, Job.job_type, Job.flow_run_id, last_sign)
         .where(Job.flow_run_id.is_not(None), Job.created_at < before)
         .where(or_(Job.status == JobStatus.PROCESSING, Job.status == JobStatus.QUEUED))
         .order_by(Job.created_at)
         .limit(CHECK_BATCH)
     )
     with sessions() as session:
-        return [Watched(job_id, job_type, run) for job_id, job_type, run in session.execute(query)]
+        return [Watched(*row) for row in session.execute(query)]
 
 
 def recover_job(

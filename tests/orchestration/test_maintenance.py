@@ -11,7 +11,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.states import Crashed
+from prefect.client.schemas.objects import State, StateType
+from prefect.states import Crashed, Running
 
 from flows.maintenance.health import check_worker_health
 from flows.maintenance.recovery import recover_jobs
@@ -26,6 +27,7 @@ from ourvidz.job_status import JobStatus
 from ourvidz.jobs.create import create_job, ensure_profile
 from ourvidz.jobs.recovery import WORKER_LOST
 from ourvidz.registry import save_worker
+from tasks.maintenance import HUNG
 from tests.orchestration.conftest import Orchestra
 from tests.orchestration.peers import FakeChatWorker
 
@@ -33,9 +35,9 @@ pytestmark = pytest.mark.usefixtures("as_orchestra")
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
 
-def _job_on_a_crashed_run(orchestra: Orchestra, attempts: int) -> uuid.UUID:
-    """A job that was processing on a run whose worker died: the run is Crashed, the job still says
-    processing, and it is old enough for recovery to look at it."""
+def _job_on_a_crashed_run(orchestra: Orchestra, attempts: int, state: State | None = None) -> uuid.UUID:
+    """A job that was processing on a run whose worker died: the run is Crashed (or `state`), the job
+    still says processing, and it is old enough for recovery to look at it."""
     job = create_job(
         orchestra.sessions, user_id=orchestra.user_id, job_type="sdxl_image_fast", prompt="a lighthouse",
         metadata=SMALL,
@@ -43,7 +45,9 @@ def _job_on_a_crashed_run(orchestra: Orchestra, attempts: int) -> uuid.UUID:
     with orchestra.client() as client:
         deployment = client.read_deployment_by_name(deployment_name("sdxl"))
         run = client.create_flow_run_from_deployment(
-            deployment.id, parameters={"job_id": str(job.id), "job_type": job.job_type}, state=Crashed()
+            deployment.id,
+            parameters={"job_id": str(job.id), "job_type": job.job_type},
+            state=state or Crashed(),
         )
     with orchestra.sessions.begin() as session:
         row = session.get_one(Job, job.id)
@@ -64,6 +68,24 @@ def test_a_job_whose_run_crashed_is_requeued_and_completes(orchestra: Orchestra)
     )  # fmt: skip
     assert [r["attempt"] for r in job.meta["recoveries"]] == [1]
     assert not [a for a in asyncio.run(recover_jobs()) if a["job_id"] == str(job_id)]  # settled
+
+
+def test_a_job_whose_worker_hung_is_recovered_and_its_run_ended(orchestra: Orchestra) -> None:
+    """A worker that still heartbeats (its run stays Running) but whose job made no progress for longer
+    than OURVIDZ_STALL_MINUTES: the run is marked Crashed, freeing its slot, and the job runs again."""
+    job_id = _job_on_a_crashed_run(orchestra, attempts=1, state=Running())
+    with orchestra.sessions.begin() as session:
+        row = session.get_one(Job, job_id)
+        old_run = row.flow_run_id
+        row.started_at = row.progressed_at = utcnow() - timedelta(minutes=11)
+    actions = [a for a in asyncio.run(recover_jobs()) if a["job_id"] == str(job_id)]
+    assert [(a["action"], a["reason"]) for a in actions] == [("requeued", f"{HUNG}: no progress for 11 min")]
+    with orchestra.client() as client:
+        assert client.read_flow_run(old_run).state.type is StateType.CRASHED
+    job = orchestra.wait_final([job_id])[job_id]
+    assert (job.status, job.attempts, str(job.flow_run_id)) == (
+        JobStatus.COMPLETED, 2, actions[0]["new_flow_run_id"]
+    )  # fmt: skip
 
 
 def test_a_job_no_dispatcher_took_is_dispatched_by_recovery(
