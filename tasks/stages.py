@@ -75,8 +75,10 @@ def store(spec: JobSpec, result: GenerationResult, prompt: str) -> None:
 
 
 @task(name="finish", cache_policy=NO_CACHE, retry_condition_fn=database_unreachable, **DB_RETRIES)
-def finish(job_id: uuid.UUID, status: JobStatus, error: str | None = None) -> bool:
-    return finish_job(_sessions(), job_id, status, error)
+def finish(
+    job_id: uuid.UUID, status: JobStatus, error: str | None = None, flow_run_id: uuid.UUID | None = None
+) -> bool:
+    return finish_job(_sessions(), job_id, status, error, flow_run_id)
 
 
 @task(

@@ -17,8 +17,9 @@ from ourvidz.generation.results import Asset
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.create import add_job, create_job, ensure_profile
 from ourvidz.jobs.enhancement import apply_enhancement
-from ourvidz.jobs.finish import finish_job, set_progress
+from ourvidz.jobs.finish import Superseded, finish_job, set_progress
 from ourvidz.jobs.outputs import record_outputs
+from ourvidz.jobs.recovery import RunFate, recover_job
 from ourvidz.jobs.start import JobNotFound, JobNotRunnable, JobRejected, start_job
 from ourvidz.policy import ContentTier, ContentTierNotAllowed
 
@@ -207,6 +208,31 @@ def test_progress_enhancement_outputs_and_finish(sessions: sessionmaker[Session]
         assert session.scalars(select(Image).where(Image.job_id == job.id)).all() == []
         usage = session.scalars(select(UsageLog).where(UsageLog.job_id == job.id)).one()
         assert (usage.credits_consumed, usage.action) == (3, "video_fast")
+
+
+def test_a_run_whose_job_was_recovered_changes_nothing(
+    sessions: sessionmaker[Session], user: uuid.UUID
+) -> None:
+    """A hung run that comes back after recovery moved its job onto another run: its outputs and its
+    final status are refused; the current run's are kept."""
+    job = _job(sessions, user)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    stale = start_job(sessions, job.id, first)
+    assert stale.flow_run_id == first
+    assert recover_job(sessions, job.id, first, RunFate.LOST, "its worker hung") == "requeued"
+    current = start_job(sessions, job.id, second)
+    asset = Asset("image", "sdxl_image_fast", f"{user}/{job.id}/0.png", 0, 1024, 1024, 7, 1000)
+    with pytest.raises(Superseded):
+        record_outputs(sessions, stale, [asset], "a quiet harbour")
+    assert finish_job(sessions, job.id, JobStatus.FAILED, "late", flow_run_id=first) is False
+    record_outputs(sessions, current, [asset], "a quiet harbour")
+    assert finish_job(sessions, job.id, JobStatus.COMPLETED, flow_run_id=second) is True
+    with sessions() as session:
+        row = session.get_one(Job, job.id)
+        assert (row.status, row.attempts, row.flow_run_id, row.error_message) == (
+            JobStatus.COMPLETED, 2, second, None,
+        )  # fmt: skip
+        assert len(session.scalars(select(Image).where(Image.job_id == job.id)).all()) == 1
 
 
 def test_enhanced_jobs_get_the_rules_enhancer_within_their_budget(

@@ -18,6 +18,7 @@ from ourvidz.api.events import emit_job_event
 from ourvidz.generation.control import Cancelled as GenerationCancelled
 from ourvidz.generation.results import GenerationResult
 from ourvidz.job_status import JobStatus
+from ourvidz.jobs.finish import Superseded
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.jobs.start import JobNotFound, JobNotRunnable, JobRejected
 from ourvidz.policy import PolicyError
@@ -42,19 +43,27 @@ async def generate_job(job_id: uuid.UUID, job_type: str = "") -> State[Any]:
         prompt = enhance(spec)
         result = await generate(spec, prompt)
         store(spec, result, prompt)
+    except Superseded as exc:  # this run came back after recovery gave the job to another run
+        return Cancelled(message=f"superseded: {exc}")
     except GenerationCancelled:
-        finish(spec.id, JobStatus.CANCELLED)
-        callback(spec.id, spec.user_id, spec.job_type.name, JobStatus.CANCELLED, None, None, spec.webhook_url)
+        end(spec, JobStatus.CANCELLED)
         return Cancelled(message="cancelled between generation steps")
     except Exception as exc:
         error = f"{exc.code if isinstance(exc, PolicyError) else type(exc).__name__}: {exc}"
-        finish(spec.id, JobStatus.FAILED, error)
-        callback(spec.id, spec.user_id, spec.job_type.name, JobStatus.FAILED, error, None, spec.webhook_url)
+        end(spec, JobStatus.FAILED, error)
         return Failed(message=error)
     await _outputs_artifact(spec, result)  # first, so a completed job's table is already in the UI
-    finish(spec.id, JobStatus.COMPLETED)
-    callback(spec.id, spec.user_id, spec.job_type.name, JobStatus.COMPLETED, None, result, spec.webhook_url)
+    end(spec, JobStatus.COMPLETED, result=result)
     return Completed(message=f"{len(result.assets)} file(s) stored", data=_summary(spec, result))
+
+
+def end(
+    spec: JobSpec, status: JobStatus, error: str | None = None, result: GenerationResult | None = None
+) -> None:
+    """Finish the job, then tell the world; only the run that still owns the job does either (one that
+    comes back after recovery gave the job to another run, or after it was already final, does not)."""
+    if finish(spec.id, status, error, spec.flow_run_id):
+        callback(spec.id, spec.user_id, spec.job_type.name, status, error, result, spec.webhook_url)
 
 
 def callback(

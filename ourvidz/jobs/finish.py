@@ -24,17 +24,31 @@ def set_progress(sessions: sessionmaker[Session], job_id: uuid.UUID, percent: in
         )
 
 
+class Superseded(Exception):
+    """The job was recovered onto another flow run while this one was away (hung, or cut off)."""
+
+
+def owned_by(job: Job, flow_run_id: uuid.UUID | None) -> bool:
+    """Whether `flow_run_id` (None: a caller outside Prefect) may still change the job."""
+    return flow_run_id is None or job.flow_run_id == flow_run_id
+
+
 def finish_job(
-    sessions: sessionmaker[Session], job_id: uuid.UUID, status: JobStatus, error: str | None = None
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    status: JobStatus,
+    error: str | None = None,
+    flow_run_id: uuid.UUID | None = None,
 ) -> bool:
-    """Move a job to a final status; False (and no change) if it already is final.
+    """Move a job to a final status; False (and no change) if it already is final, or if it now
+    belongs to another flow run than `flow_run_id`.
 
     A second finish is harmless: a job cancelled by the user stays cancelled even if its flow run
-    later reports failure.
+    later reports failure, and a run that comes back after its job was recovered changes nothing.
     """
     with sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
-        if job is None or job.status.is_final:
+        if job is None or job.status.is_final or not owned_by(job, flow_run_id):
             return False
         job.transition_to(status, error=None if error is None else error[:MAX_ERROR_CHARS])
         if job.status is not JobStatus.COMPLETED:  # the placeholder rows say why no file will come

@@ -6,6 +6,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import Image, Job, UsageLog, Video
 from ourvidz.generation.results import Asset
+from ourvidz.job_status import JobStatus
+from ourvidz.jobs.finish import Superseded, owned_by
 from ourvidz.jobs.spec import JobSpec
 
 
@@ -16,7 +18,9 @@ def record_outputs(sessions: sessionmaker[Session], spec: JobSpec, assets: list[
     texts = {"prompt": spec.prompt, "enhanced_prompt": prompt if prompt != spec.prompt else None}
     thumbnails = {asset.index: asset.key for asset in assets if asset.type == "thumbnail"}
     with sessions.begin() as session:
-        job = session.get_one(Job, spec.id)
+        job = session.get_one(Job, spec.id, with_for_update=True)
+        if job.status is not JobStatus.PROCESSING or not owned_by(job, spec.flow_run_id):
+            raise Superseded(f"job {spec.id} is {job.status} on run {job.flow_run_id}, not this run's")
         for asset in assets:
             details = {
                 "bucket": asset.bucket, "storage_key": asset.key, "width": asset.width,

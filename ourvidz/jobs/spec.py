@@ -32,6 +32,7 @@ class JobSpec:
     webhook_url: str | None = None
     project_id: uuid.UUID | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    flow_run_id: uuid.UUID | None = None  # the run that started this attempt
 
     def with_prompt(self, prompt: str) -> GenerationRequest:
         """The generation request with `prompt` (e.g. the enhanced one) in place of the original."""

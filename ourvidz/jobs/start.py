@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,7 +51,7 @@ def start_job(sessions: sessionmaker[Session], job_id: uuid.UUID, flow_run_id: u
         else:
             job.transition_to(JobStatus.PROCESSING)
             job.flow_run_id = flow_run_id
-            return spec
+            return replace(spec, flow_run_id=flow_run_id)
     raise rejection
 
 
