@@ -122,7 +122,8 @@ class Settings(BaseSettings):
         gt=0,
         description="A processing job that reports no progress for this long is taken as hung (its worker "
         "may still heartbeat): recover-jobs marks its flow run Crashed and recovers the job. Keep it above "
-        "the longest silent stage (a video's VAE decode on the slowest device).",
+        "the longest silent stage (a video's VAE decode on the slowest device) and the longest wait of a job "
+        "for its worker's GPU behind other jobs.",
     )
     flow_heartbeat_seconds: int = Field(
         30,

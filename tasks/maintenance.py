@@ -62,7 +62,7 @@ def fate_of(
     state = run.state.type if run.state is not None else None
     if state is StateType.RUNNING and silent_for > stall:
         # the worker still heartbeats (its run looks alive) but its generation stopped moving
-        return RunFate.LOST, f"{HUNG}: no progress for {int(silent_for.total_seconds() // 60)} min"
+        return RunFate.HUNG, f"{HUNG}: no progress for {int(silent_for.total_seconds() // 60)} min"
     if state is StateType.CANCELLED:
         return RunFate.CANCELLED, "its flow run was cancelled"
     if state in LOST_STATES:
@@ -123,7 +123,7 @@ async def _settle(
     client: PrefectClient, sessions: Any, job: Watched, verdict: tuple[RunFate, str]
 ) -> dict[str, Any] | None:
     fate, reason = verdict
-    if reason.startswith(HUNG):  # end the run, so it frees its queue's concurrency slot
+    if fate is RunFate.HUNG:  # end the run, so it frees its queue's concurrency slot
         await client.set_flow_run_state(job.flow_run_id, Crashed(message=reason), force=True)
     outcome = await asyncio.to_thread(recover_job, sessions, job.job_id, job.flow_run_id, fate, reason)
     if outcome == "unchanged":

@@ -78,6 +78,22 @@ def test_a_racing_retry_gets_the_first_job(sessions: sessionmaker[Session], user
         assert session.scalar(select(func.count()).where(Job.idempotency_key == "click-race")) == 1
 
 
+def test_two_first_jobs_of_a_new_user_at_once_both_succeed(sessions: sessionmaker[Session]) -> None:
+    """The second request, which saw no profile either, waits on the first one's profile row and then
+    uses it instead of failing on the duplicate key."""
+    new_user = uuid.uuid4()
+    fields = {"user_id": new_user, "job_type": "sdxl_image_fast", "prompt": "a quiet harbour"}
+    with ThreadPoolExecutor(1) as pool, sessions.begin() as first:
+        mine = add_job(first, **fields)  # type: ignore[arg-type]
+        second = pool.submit(create_job, sessions, **fields)
+        time.sleep(0.5)
+    other = second.result(timeout=30)
+    assert other.created and other.job.id != mine.job.id
+    with sessions() as session:
+        assert session.scalar(select(func.count()).where(Job.user_id == new_user)) == 2
+        assert session.get(Profile, new_user) is not None
+
+
 def test_start_moves_a_queued_job_to_processing_once(
     sessions: sessionmaker[Session], user: uuid.UUID
 ) -> None:

@@ -140,14 +140,14 @@ def test_what_a_flow_run_state_means_for_its_job(
     assert fate_of(run, now)[0] is fate
 
 
-@pytest.mark.parametrize(("silent_minutes", "fate"), [(9, RunFate.ALIVE), (11, RunFate.LOST)])
+@pytest.mark.parametrize(("silent_minutes", "fate"), [(9, RunFate.ALIVE), (11, RunFate.HUNG)])
 def test_a_running_job_silent_past_the_stall_limit_is_hung(silent_minutes: int, fate: RunFate) -> None:
     """Its worker still heartbeats, so the run looks Running; only the silence gives it away."""
     now = utcnow()
     run = FlowRun(flow_id=uuid.uuid4(), state=Running(timestamp=now - timedelta(hours=1)))
     verdict = fate_of(run, now, timedelta(minutes=silent_minutes), timedelta(minutes=10))
     assert verdict[0] is fate
-    assert verdict[1].startswith(HUNG) is (fate is RunFate.LOST)
+    assert verdict[1].startswith(HUNG) is (fate is RunFate.HUNG)
 
 
 def test_watched_jobs_know_when_a_processing_job_last_progressed(sessions: sessionmaker[Session]) -> None:

@@ -58,6 +58,7 @@ def add_job(
     webhook_url: str | None = None,
     idempotency_key: str | None = None,
     max_attempts: int = 3,
+    announce: bool = True,
 ) -> NewJob:
     """A queued job, checked like the flow will check it (type, prompt, options); raises on bad input.
 
@@ -65,7 +66,8 @@ def add_job(
     statement and one commit. The job's output row is linked now (the given image/video row, or a new
     placeholder), so a client can show it before generation ends. With an `idempotency_key` this user
     already used, the earlier job is returned instead; when two such requests race, the commit of the
-    second raises IntegrityError and `earlier_job` finds the first.
+    second raises IntegrityError and `earlier_job` finds the first. `announce` wakes `ourvidz
+    dispatcher` processes; a gateway that dispatches the job itself skips that statement.
     """
     job = get_job_type(job_type)
     metadata = dict(metadata or {})
@@ -79,8 +81,11 @@ def add_job(
         if earlier is not None:
             return NewJob(earlier, False)
     if session.get(Profile, user_id) is None:  # first job of an authenticated user
-        session.add(Profile(id=user_id))
-        session.flush()
+        try:
+            with session.begin_nested():  # two first requests at once: the second finds the first's
+                session.add(Profile(id=user_id))
+        except IntegrityError:
+            pass
     row = Job(
         user_id=user_id, job_type=job.name, queue=job.queue, format=job.format, quality=job.quality,
         model_type=job.model_variant, original_prompt=prompt, meta=metadata, project_id=project_id,
@@ -89,7 +94,8 @@ def add_job(
     session.add(row)
     session.flush()
     _link_output_row(session, row, image_id, video_id)
-    announce_queued(session)
+    if announce:
+        announce_queued(session)
     return NewJob(row, True)
 
 

@@ -31,6 +31,7 @@ class RunFate(StrEnum):
 
     ALIVE = "alive"  # scheduled, pending, running, paused, cancelling: leave the job alone
     LOST = "lost"  # crashed, failed without finishing the job, or missing from Prefect
+    HUNG = "hung"  # looks alive (heartbeats) but its job made no progress for too long: recovered as lost
     CANCELLED = "cancelled"  # cancelled in Prefect (an operator): the job is cancelled too
 
 

@@ -150,6 +150,7 @@ def _record_job(
         video_id=body.video_id,
         webhook_url=None if body.webhook_url is None else str(body.webhook_url),
         idempotency_key=idempotency_key,
+        announce=gw.settings.dispatch == "dispatcher",
     )
     return new, _queue_length(session, job_type.queue)
 
