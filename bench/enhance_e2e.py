@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ourvidz.config import Settings
 from ourvidz.db import migrate
 from ourvidz.db.session import sessions_for
-from ourvidz.registry import forget_worker, save_worker
+from ourvidz.registry.workers import CHAT, forget, register
 from ourvidz.stack import Stack, free_port, wait_for_http
 
 from report import percentile, publish
@@ -112,7 +112,7 @@ def measure(
     duration: float,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The three phases for one client count: direct to the worker, through the gateway, rules only."""
-    save_worker(sessions, "chat", worker_url, "register-chat-worker")
+    register(sessions, CHAT, worker_url, "register-chat-worker")
     enhance = f"{url}/enhance-prompt"
     asyncio.run(clients_loop(enhance, BODY, headers, clients, 1.0))  # warm-up: connections, caches
     direct = {"messages": [{"role": "user", "content": BODY["prompt"]}]}
@@ -124,7 +124,7 @@ def measure(
     results = []
     for label, target, body in phases:
         if label.startswith("enhance-prompt, rules"):
-            forget_worker(sessions, "chat")
+            forget(sessions, CHAT)
         print(f"{clients} clients: {label}...", flush=True)
         result = asyncio.run(clients_loop(target, body, headers, clients, duration))
         results.append({"phase": label, "clients": clients, **result})

@@ -29,10 +29,10 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from websockets.sync.client import connect
 
-from ourvidz.api.events import emit_job_event
 from ourvidz.auth import mint_token
 from ourvidz.config import Settings
 from ourvidz.db import migrate
+from ourvidz.orchestration.events import emit_job_event
 from ourvidz.stack import Stack, free_port, wait_for_http
 
 from report import percentile, publish

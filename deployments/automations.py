@@ -2,8 +2,9 @@
 
 1. A flow run of ours that sends no heartbeat for twice the heartbeat interval (its worker died or
    hangs) is marked Crashed; GPU workers send one every OURVIDZ_FLOW_HEARTBEAT_SECONDS.
-2. A crashed generation run starts the `recover-jobs` flow at once, which re-queues its job on a new
-   run (capped by the job's `max_attempts`, then failed) instead of waiting for its next schedule.
+2. A crashed or cancelled generation run starts the `recover-jobs` flow at once, which re-queues the
+   job of a crashed run (capped by the job's `max_attempts`, then failed) and cancels the job of a run
+   an operator cancelled in Prefect, instead of waiting for its next schedule.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState, RunDeployment
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
+from ourvidz.orchestration.names import GENERATION_TAG, OURVIDZ_TAG
+
 CRASH_SILENT_RUNS = "ourvidz: crash flow runs without heartbeats"
-RECOVER_CRASHED_JOBS = "ourvidz: recover jobs of crashed generation runs"
+RECOVER_CRASHED_JOBS = "ourvidz: recover jobs of crashed or cancelled generation runs"
+RETIRED = ("ourvidz: recover jobs of crashed generation runs",)  # earlier names, removed by bootstrap
 FINAL_EVENTS = {f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")}
 
 
@@ -31,16 +35,16 @@ def automations(heartbeat_seconds: int, recover_deployment_id: uuid.UUID) -> lis
         after={"prefect.flow-run.heartbeat"},
         expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS},
         match={"prefect.resource.id": "prefect.flow-run.*"},
-        match_related=_tagged("ourvidz"),  # type: ignore[arg-type]
+        match_related=_tagged(OURVIDZ_TAG),  # type: ignore[arg-type]
         for_each={"prefect.resource.id"},
         posture=Posture.Proactive,
         threshold=1,
         within=timedelta(seconds=2 * heartbeat_seconds),
     )
     crashed = EventTrigger(
-        expect={"prefect.flow-run.Crashed"},
+        expect={"prefect.flow-run.Crashed", "prefect.flow-run.Cancelled"},
         match={"prefect.resource.id": "prefect.flow-run.*"},
-        match_related=_tagged("generation"),  # type: ignore[arg-type]
+        match_related=_tagged(GENERATION_TAG),  # type: ignore[arg-type]
         posture=Posture.Reactive,
         threshold=1,
     )
@@ -53,7 +57,8 @@ def automations(heartbeat_seconds: int, recover_deployment_id: uuid.UUID) -> lis
         ),
         AutomationCore(
             name=RECOVER_CRASHED_JOBS,
-            description="Re-queue the job of a crashed generation run now (up to its max attempts).",
+            description="Settle the job of a crashed (re-queued, up to its max attempts) or cancelled "
+            "generation run now.",
             trigger=crashed,
             actions=[RunDeployment(source="selected", deployment_id=recover_deployment_id, parameters={})],
         ),
@@ -76,3 +81,13 @@ async def ensure_automation(client: PrefectClient, desired: AutomationCore) -> s
         await client.delete_automation(duplicate.id)
     await client.update_automation(existing[0].id, desired)
     return f"updated ({', '.join(differs) or 'duplicates removed'})"
+
+
+async def remove_retired(client: PrefectClient) -> dict[str, str]:
+    """Delete automations of ours that an earlier release made under another name."""
+    removed = {}
+    for name in RETIRED:
+        for automation in await client.read_automations_by_name(name):
+            await client.delete_automation(automation.id)
+            removed[name] = "deleted"
+    return removed

@@ -6,6 +6,7 @@ bootstrap` is safe to re-run at any time (after a settings change it updates jus
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -17,8 +18,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.flows import Flow, load_flow_from_entrypoint
 from prefect.utilities.callables import parameter_schema
 
-from deployments.automations import automations, ensure_automation
+from deployments.automations import automations, ensure_automation, remove_retired
 from deployments.definitions import (
+    DEFAULT_JOB_TYPES,
     GENERATION_QUEUES,
     GENERATION_TAGS,
     MAINTENANCE_CONCURRENCY,
@@ -33,8 +35,10 @@ from deployments.definitions import (
     generation_queues,
 )
 from flows.generation.job import generate_job
-from ourvidz.api.dispatch import deployment_name
 from ourvidz.config import Settings
+from ourvidz.db.session import sessions_for
+from ourvidz.jobs.create import OPERATOR_USER_ID, ensure_operator
+from ourvidz.orchestration.names import deployment_name
 from ourvidz.worker.worker import WORKER_TYPE, OurvidzWorker
 
 
@@ -55,6 +59,8 @@ class BootstrapReport:
 
 async def bootstrap(settings: Settings) -> BootstrapReport:
     report = BootstrapReport()
+    created = await asyncio.to_thread(ensure_operator, sessions_for(settings.database_url))
+    report.actions[f"operator profile {OPERATOR_USER_ID}"] = "created" if created else "unchanged"
     async with get_client() as client:
         report.actions[f"work pool {settings.work_pool}"] = await _ensure_pool(client, settings.work_pool)
         for queue in generation_queues(settings):
@@ -75,6 +81,8 @@ async def bootstrap(settings: Settings) -> BootstrapReport:
         recover = await client.read_deployment_by_name(f"{RECOVERY_FLOW_NAME}/{MAINTENANCE_DEPLOYMENT}")
         for automation in automations(settings.flow_heartbeat_seconds, recover.id):
             report.actions[f"automation {automation.name}"] = await ensure_automation(client, automation)
+        for name, action in (await remove_retired(client)).items():
+            report.actions[f"automation {name}"] = action
     return report
 
 
@@ -165,6 +173,7 @@ async def _ensure_deployment(client: PrefectClient, pool: str, queue: str) -> st
         entrypoint_type=EntrypointType.MODULE_PATH,
         description=generation_description(queue),
         tags=list(GENERATION_TAGS),
+        parameters={"job_type": DEFAULT_JOB_TYPES[queue]},
     )
     try:
         existing = await client.read_deployment_by_name(deployment_name(queue))
@@ -178,6 +187,7 @@ async def _ensure_deployment(client: PrefectClient, pool: str, queue: str) -> st
         and existing.description == desired.description
         and sorted(existing.tags) == sorted(desired.tags)
         and existing.parameter_openapi_schema == parameter_schema(generate_job).model_dump(exclude_unset=True)
+        and existing.parameters == desired.parameters
     )
     if same:
         return "unchanged"

@@ -1,6 +1,6 @@
 """What gets deployed: one generation flow, one deployment per GPU work queue (named by
-`ourvidz.api.dispatch.deployment_name`, which the gateway dispatches to), and the maintenance flows
-on their own work pool, some on a schedule.
+`ourvidz.orchestration.names.deployment_name`, which the dispatcher creates runs of), and the
+maintenance flows on their own work pool, some on a schedule.
 
 `prefect.yaml` describes the same deployments for `prefect deploy --all`; a test keeps the two equal.
 """
@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ourvidz.config import Settings
+from ourvidz.orchestration.names import GENERATION_TAG, OURVIDZ_TAG
 
 GENERATION_ENTRYPOINT = "flows.generation.job.generate_job"
 GENERATION_QUEUES = ("sdxl", "wan")
-GENERATION_TAGS = ("ourvidz", "generation")
+GENERATION_TAGS = (OURVIDZ_TAG, GENERATION_TAG)
+# the job type an operator's run form starts with on each deployment
+DEFAULT_JOB_TYPES = {"sdxl": "sdxl_image_fast", "wan": "video_fast"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +36,7 @@ def generation_description(queue: str) -> str:
 
 MAINTENANCE_DEPLOYMENT = "maintenance"  # each maintenance flow's deployment: `<flow name>/maintenance`
 MAINTENANCE_QUEUE = "default"
-MAINTENANCE_TAGS = ("ourvidz", "maintenance")
+MAINTENANCE_TAGS = (OURVIDZ_TAG, "maintenance")
 MAINTENANCE_CONCURRENCY = 1  # runs of one maintenance deployment at a time
 RECOVERY_FLOW_NAME = "recover-jobs"  # the flow that crash-recovery automations run
 

@@ -34,8 +34,8 @@ def _settings() -> Settings:
 
 @app.command()
 def up() -> None:
-    """Run the stack on this machine: Prefect server (unless PREFECT_API_URL is set), dispatcher, gateway,
-    GPU worker."""
+    """Run the stack on this machine: Prefect server (unless PREFECT_API_URL is set), gateway (with the
+    dispatcher), GPU worker, maintenance worker."""
     from ourvidz.stack import StackError, start_local_stack
 
     settings = _settings()
@@ -108,25 +108,33 @@ def api(
         port=port or settings.api_port,
         workers=workers,
         log_level="info",
-        # bounded: dispatches still in flight when it stops are left to the outbox of the next start
+        # bounded: a dispatch still in flight when it stops is redone by the next dispatcher (same key)
         timeout_graceful_shutdown=10,
     )
 
 
 @app.command()
 def dispatcher() -> None:
-    """Create the flow runs of queued jobs, for gateways run with OURVIDZ_DISPATCH=dispatcher."""
+    """Create the flow runs of queued jobs (what every gateway also does, unless
+    OURVIDZ_GATEWAY_DISPATCHES=false)."""
     settings = _settings()
     _require_prefect_api()
     import logging
 
-    from ourvidz.api.dispatch import run_dispatcher
+    from ourvidz.db.session import sessions_for
+    from ourvidz.jobs.dispatch import run_dispatcher
+    from ourvidz.orchestration.runs import FlowRuns
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _stop_on_sigterm()
+
+    async def serve() -> None:
+        async with FlowRuns() as runs:
+            await run_dispatcher(sessions_for(settings.database_url), runs, settings.database_url)
+
     # a dispatch cut short by Ctrl-C or SIGTERM is redone by the next dispatcher: same key, same run
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_dispatcher(settings))
+        asyncio.run(serve())
 
 
 @app.command()

@@ -141,13 +141,14 @@ class Settings(BaseSettings):
         10,
         ge=0,
         le=19,
-        description="CPU niceness of the Prefect server and the dispatcher that `ourvidz up` starts: on a "
-        "shared machine the gateway's answers come first and flow-run creation takes the CPU that is left.",
+        description="CPU niceness of the Prefect server that `ourvidz up` starts: on a shared machine the "
+        "gateway's answers come first, and flow-run creation takes the CPU that is left.",
     )
-    dispatch: Literal["inline", "dispatcher"] = Field(
-        "inline",
-        description="Who creates a queued job's flow run: the gateway right after it answers (`inline`), or "
-        "`ourvidz dispatcher` processes (`dispatcher`: the gateway only records the job).",
+    gateway_dispatches: bool = Field(
+        True,
+        description="Whether a gateway process runs the dispatcher (the loop that creates the flow runs of "
+        "queued jobs). Turn it off where `ourvidz dispatcher` processes do it, e.g. to keep that work off "
+        "the gateways' CPUs; several dispatchers may run at once.",
     )
     api_host: str = Field("127.0.0.1", description="Interface the gateway (`ourvidz api`) listens on.")
     api_port: int = Field(8000, description="Port of the gateway.")

@@ -3,6 +3,8 @@
 queued -> processing -> completed | failed | cancelled. A queued job may also be cancelled or failed
 (before any work, e.g. refused by validation), and a processing job may go back to queued when its
 worker vanished and it is re-queued for another attempt. Final states never change again.
+
+This module only says which moves are legal; `ourvidz.jobs.lifecycle.move` is the one that makes them.
 """
 
 from __future__ import annotations

@@ -3,14 +3,13 @@
 Several gateway processes may serve `/metrics`, so nothing is counted in process: every scrape runs a
 few aggregate queries (GROUP BY, sums of CASE expressions) against the database, the source of truth,
 and every process answers the same. The queries are the same on SQLite and PostgreSQL; the one thing
-the two spell differently, the seconds between two timestamps and the position of a character, is
-compiled per dialect below.
+the two spell differently, the seconds between two timestamps, is compiled per dialect below.
 
 Counters (`*_total`) count rows of the table: they only grow while jobs are kept, and drop (a counter
 reset to Prometheus) if old jobs are deleted. Histograms and rates cover a recent window, said in their
 HELP text. Every label takes few values: job types and queues of the catalog, statuses, error codes
-(the leading UPPER_SNAKE code of an error message, else a small fixed set), enhancement strategies,
-storage buckets of the catalog and registered workers; never free text or user ids.
+(the jobs' `error_code` column), enhancement strategies, storage buckets of the catalog and registered
+workers; never free text or user ids.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from ourvidz.catalog import JOB_TYPES
-from ourvidz.db.models import Image, Job, SystemConfig, Video, WorkerHealth
+from ourvidz.db.models import Image, Job, Video, Worker, WorkerHealth
 from ourvidz.db.types import utcnow
 from ourvidz.job_status import FINAL_STATUSES, JobStatus
 
@@ -61,10 +60,7 @@ STRATEGY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 NO_ENHANCEMENT = "none"
 FALLBACK_SUFFIX = "_fallback"
 HEALTHY = "healthy"
-# Failures without a code of their own: the exception type the flow wrote, sorted into a few kinds.
-GENERATION_ERROR, TIMEOUT, OUT_OF_MEMORY, UNKNOWN_ERROR = (
-    "generation_error", "timeout", "out_of_memory", "unknown_error",
-)  # fmt: skip
+UNKNOWN_ERROR = "UNKNOWN"  # a failed job without a code (none is written so any more)
 
 KNOWN_JOB_TYPES = tuple(JOB_TYPES)
 KNOWN_QUEUES = tuple(sorted({job.queue for job in JOB_TYPES.values()}))
@@ -73,7 +69,7 @@ ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.PROCESSING)
 FINAL_ORDER = tuple(status for status in JobStatus if status in FINAL_STATUSES)
 
 
-# --- the two expressions SQLite and PostgreSQL spell differently ---------------------------------------
+# --- the expression SQLite and PostgreSQL spell differently -----------------------------------------------
 
 
 class seconds_between(FunctionElement[float]):  # a SQL function, named like one
@@ -96,43 +92,11 @@ def _seconds_between_sqlite(element: seconds_between, compiler: SQLCompiler, **k
     return f"((julianday({end}) - julianday({start})) * 86400.0)"
 
 
-class colon_position(FunctionElement[int]):  # a SQL function, named like one
-    """1-based position of the first ':' in a string, 0 if none."""
-
-    name = "colon_position"
-    inherit_cache = True
-
-
-@compiles(colon_position)
-def _colon_position(element: colon_position, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"strpos({compiler.process(element.clauses, **kw)}, ':')"
-
-
-@compiles(colon_position, "sqlite")
-def _colon_position_sqlite(element: colon_position, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"instr({compiler.process(element.clauses, **kw)}, ':')"
-
-
 # --- bounded label values ------------------------------------------------------------------------------
 
 
-def error_code(prefix: str | None) -> str:
-    """The `code` label of a failed job from the text before the first ':' of its error message.
-
-    Messages the pipeline writes start with a code (`CONTENT_TIER_NOT_ALLOWED: ...`) or an exception
-    type (`RuntimeError: ...`); anything else (a worker's free text) is a generation error.
-    """
-    if prefix is None:
-        return UNKNOWN_ERROR
-    prefix = prefix.strip()
-    if len(prefix) <= MAX_CODE_CHARS and CODE_PATTERN.fullmatch(prefix):
-        return prefix
-    lowered = prefix.lower()
-    if "timeout" in lowered or "timedout" in lowered:
-        return TIMEOUT
-    if "outofmemory" in lowered or lowered == "oom":
-        return OUT_OF_MEMORY
-    return GENERATION_ERROR
+def _code(value: str) -> str:
+    return value if len(value) <= MAX_CODE_CHARS and CODE_PATTERN.fullmatch(value) else OTHER
 
 
 def _job_type(value: str | None) -> str:
@@ -287,8 +251,8 @@ class JobMetrics:
             ),
             "failures": CounterMetricFamily(
                 _name("job_failures"),
-                "Failed jobs by job type and error code (the message's leading UPPER_SNAKE code, else "
-                f"{GENERATION_ERROR}, {TIMEOUT}, {OUT_OF_MEMORY} or {UNKNOWN_ERROR}).",
+                "Failed jobs by job type and error code (the job's `error_code`: CONTENT_PROHIBITED, "
+                f"GENERATION_FAILED, WORKER_LOST, ...; {UNKNOWN_ERROR} for a job without one).",
                 labels=["job_type", "code"],
             ),
             "storage_bytes": GaugeMetricFamily(
@@ -431,18 +395,15 @@ class JobMetrics:
             families["rate"].add_metric([job_type], count / self.rate_window.total_seconds())
 
     def _failures(self, session: Session, families: dict[str, Metric]) -> None:
-        position = colon_position(Job.error_message)
-        length = case((and_(position > 1, position <= MAX_CODE_CHARS + 1), position - 1), else_=0)
-        prefix = func.substr(Job.error_message, 1, length).label("prefix")
+        code = func.coalesce(Job.error_code, UNKNOWN_ERROR)
         query = (
-            select(Job.job_type, prefix, func.count())
+            select(Job.job_type, code, func.count())
             .where(Job.status == JobStatus.FAILED)
-            .group_by(Job.job_type, prefix)
+            .group_by(Job.job_type, code)
         )
         counts: dict[tuple[str, ...], float] = defaultdict(float)
-        for job_type, text, count in session.execute(query):
-            # a message without a ':' early on has the empty prefix; a job without a message, none
-            counts[_job_type(job_type), error_code(text)] += count
+        for job_type, error_code, count in session.execute(query):
+            counts[_job_type(job_type), _code(error_code)] += count
         for labels, count in sorted(_capped(counts, 1).items()):
             families["failures"].add_metric(list(labels), count)
 
@@ -553,21 +514,12 @@ class JobMetrics:
     def _chat_health(
         session: Session, since: datetime
     ) -> tuple[tuple[str, str], tuple[bool, float | None, datetime]] | None:
-        """The registered chat worker's last probe (kept in `system_config`), if within the window."""
-        row = session.get(SystemConfig, "worker:chat")
-        health = (row.value or {}).get("health") if row is not None else None
-        if not isinstance(health, dict):
+        """The registered chat worker's last probe (kept with its registration), if within the window."""
+        row = session.scalar(select(Worker).where(Worker.kind == "chat", Worker.name == ""))
+        if row is None or row.probed_at is None or row.probed_at < since:
             return None
-        try:
-            checked_at = datetime.fromisoformat(str(health["checkedAt"]))
-            response = health.get("responseTime")
-            response = None if response is None else float(response)
-        except (KeyError, TypeError, ValueError):
-            return None
-        if checked_at.tzinfo is None or checked_at < since:
-            return None
-        name = _worker_name(str(row.value.get("url") or "")) if row is not None else ""
-        return ("chat", name), (health.get("status") == HEALTHY, response, checked_at)
+        response = None if row.probe_response_ms is None else row.probe_response_ms / 1000
+        return ("chat", _worker_name(row.url)), (row.probe_status == HEALTHY, response, row.probed_at)
 
 
 def metrics_registry(sessions: sessionmaker[Session], **options: Any) -> CollectorRegistry:

@@ -154,8 +154,8 @@ def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
 
 @dataclass
 class LocalStack:
-    """The embedded default, running: Prefect server (unless one was given), job DB, dispatcher, gateway,
-    GPU worker."""
+    """The embedded default, running: Prefect server (unless one was given), job DB, gateway (which
+    dispatches), GPU worker, maintenance worker."""
 
     stack: Stack
     api_url: str
@@ -174,10 +174,7 @@ def start_local_stack(settings: Settings, worker_health_port: int | None = None)
         stack.run_once("db-upgrade", [*ourvidz, "db", "upgrade"])
         stack.run_once("bootstrap", [*ourvidz, "bootstrap"])
         _refuse_taken_port(settings.api_port, "OURVIDZ_API_PORT")
-        # flow-run creation runs beside the gateway, at the Prefect server's lower priority
-        stack.start("dispatcher", [*ourvidz, "dispatcher"], nice=settings.background_nice)
-        api = [*ourvidz, "api", "--port", str(settings.api_port)]
-        gateway = stack.start("gateway", api, {"OURVIDZ_DISPATCH": "dispatcher"})
+        gateway = stack.start("gateway", [*ourvidz, "api", "--port", str(settings.api_port)])
         port = worker_health_port or free_port()
         worker = stack.start("gpu-worker", [*ourvidz, "worker", "--health-port", str(port)])
         maintenance = [*ourvidz, "worker", "--pool", settings.maintenance_pool, "--queue", "default"]

@@ -3,11 +3,11 @@
 The webhook id stays the same across retries so a receiver can drop duplicates; the signature
 covers id, timestamp and body, so a receiver can reject replays and tampering.
 
-Delivery outlives a receiver outage without holding a GPU flow run: the generation flow makes one
-attempt (plus `QUICK_RETRY_SECONDS` of quick retries) and the `deliver-webhooks` maintenance flow
-makes the later ones when they come due. The schedule is read from the attempt rows alone (no state
-elsewhere): after the n-th failed attempt the next one is due `backoff(n)` later, and none is
-scheduled at or after `DEADLINE` from the first attempt. A webhook id with a succeeded attempt is
+Delivery outlives a receiver outage without holding a GPU flow run: whoever ends the job makes one
+attempt (plus `QUICK_RETRY_SECONDS` of quick retries, `first_attempt`) and the `deliver-webhooks`
+maintenance flow makes the later ones when they come due. The schedule is read from the attempt rows
+alone (no state elsewhere): after the n-th failed attempt the next one is due `backoff(n)` later, and
+none is scheduled at or after `DEADLINE` from the first attempt. A webhook id with a succeeded attempt is
 never sent again, except when an admin asks for it (`redeliver`).
 """
 
@@ -32,7 +32,7 @@ from ourvidz.db.models import WebhookDelivery
 TIMEOUT_SECONDS = 10.0
 MAX_RESPONSE_CHARS = 1000
 
-QUICK_RETRY_SECONDS = (0.5, 1.5)  # in the generation flow, after its first attempt: ~2 s at most
+QUICK_RETRY_SECONDS = (0.5, 1.5)  # after a refused first attempt: ~2 s at most
 FIRST_BACKOFF = timedelta(seconds=5)  # then 10, 20, 40, 80, 160 s, ...
 MAX_BACKOFF = timedelta(minutes=5)  # ... capped here
 DEADLINE = timedelta(hours=1)  # no automatic attempt is scheduled later than this after the first
@@ -194,6 +194,31 @@ def deliver(
         )
     assert outcome.status is not None
     return outcome.status
+
+
+def first_attempt(
+    sessions: sessionmaker[Session],
+    *,
+    secret: str,
+    url: str,
+    job_id: uuid.UUID,
+    event_type: str,
+    payload: dict[str, Any],
+) -> int:
+    """The first attempt, then a quick retry after each of `QUICK_RETRY_SECONDS` while the receiver
+    refuses (a timeout is not retried here: it already took `TIMEOUT_SECONDS`); raises the last
+    `WebhookFailed`, and the deliver-webhooks flow goes on from there."""
+    pauses = iter(QUICK_RETRY_SECONDS)
+    while True:
+        try:
+            return deliver(
+                sessions, secret=secret, url=url, job_id=job_id, event_type=event_type, payload=payload
+            )
+        except WebhookFailed as exc:
+            pause = next(pauses, None)
+            if exc.timed_out or pause is None:
+                raise
+            time.sleep(pause)
 
 
 def due_deliveries(sessions: sessionmaker[Session], now: datetime | None = None) -> list[Delivery]:

@@ -1,7 +1,10 @@
-"""Shared fixtures: real SQLite and PostgreSQL databases, isolated settings per test.
+"""What every tier shares: isolated settings, and PostgreSQL where a test asks for it.
 
-PostgreSQL is required: if it cannot be reached the run fails instead of skipping. Each PostgreSQL test
-gets a schema of its own (via `search_path`), so parallel runs on one server never see each other.
+Tiers: `tests/unit` needs no service (SQLite; the same tests on PostgreSQL carry the `postgres`
+mark), `tests/gateway` runs the gateway in process against a real Prefect server, `tests/e2e` runs
+the stack as processes on PostgreSQL and Redis. A test that needs PostgreSQL fails when it is not
+reachable (it never skips); each PostgreSQL test works in a schema of its own, so parallel runs on
+one server never see each other.
 """
 
 from __future__ import annotations
@@ -14,10 +17,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
 
-from ourvidz.db import migrate
-from ourvidz.db.session import make_engine, make_session_factory
+from ourvidz.db.session import make_engine
 
 POSTGRES_URL = os.environ.get(
     "OURVIDZ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -40,7 +41,7 @@ def postgres_admin() -> Iterator[sa.Engine]:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required by the test suite and is unreachable: {exc}")
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required by this test and is unreachable: {exc}")
     yield engine
     engine.dispose()
 
@@ -57,36 +58,6 @@ def private_schema(admin: sa.Engine, prefix: str = "t") -> Iterator[str]:
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-
-
-@pytest.fixture
-def postgres_url(postgres_admin: sa.Engine) -> Iterator[str]:
-    with private_schema(postgres_admin) as url:
-        yield url
-
-
-@pytest.fixture
-def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
-
-
-@pytest.fixture(params=["sqlite_url", "postgres_url"], ids=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> str:
-    """Run the test once on SQLite and once on PostgreSQL."""
-    return request.getfixturevalue(request.param)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    migrate.upgrade(database_url)
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: sa.Engine) -> sessionmaker[Session]:
-    return make_session_factory(engine)
 
 
 @pytest.fixture(scope="session")

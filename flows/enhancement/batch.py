@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import acreate_table_artifact
 
-from tasks.prompts import enhance_prompt
+from tasks.enhancement import enhance_prompt
 
 ARTIFACT_KEY = "batch-enhancement"
 

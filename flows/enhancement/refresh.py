@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 
-from tasks.prompts import refresh_templates
+from tasks.enhancement import refresh_templates
 
 ARTIFACT_KEY = "prompt-cache"
 

@@ -1,8 +1,14 @@
-"""One flow run per generation job: validate -> enhance -> generate -> store -> callback.
+"""One flow run per generation job: (create) -> validate -> enhance -> generate -> conclude.
+
+Runs come from the dispatcher (a job recorded by the gateway: `job_id`) or from an operator in the
+Prefect UI or CLI, with the job's fields instead of a `job_id`: the run then creates the job through
+the same checks the gateway makes, owned by `user_id` or the operator profile, and runs it. A request
+that cannot run fails the run at once with its code (`INVALID_JOB_TYPE: ...`), never a retry.
 
 The job row is the source of truth and always ends final: completed, failed (with the error) or
-cancelled. The flow run ends in the matching Prefect state, so the UI and the database agree.
-Generation is never retried here (a failed generation fails the job); network-facing steps retry.
+cancelled, each ending announced once by `ourvidz.jobs.conclude`. The flow run ends in the matching
+Prefect state, so the UI and the database agree. Generation is never retried here (a failed
+generation fails the job); database steps retry.
 """
 
 from __future__ import annotations
@@ -11,89 +17,136 @@ import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_table_artifact
+from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed, State
 
-from ourvidz.api.events import emit_job_event
+from ourvidz.catalog import UnknownJobType, get_job_type
 from ourvidz.generation.control import Cancelled as GenerationCancelled
 from ourvidz.generation.results import GenerationResult
 from ourvidz.job_status import JobStatus
-from ourvidz.jobs.finish import Superseded
+from ourvidz.jobs.create import OPERATOR_USER_ID, JobRequest
+from ourvidz.jobs.errors import Failure, InvalidJob, JobError, NotFound
+from ourvidz.jobs.outputs import outputs_of
 from ourvidz.jobs.spec import JobSpec
-from ourvidz.jobs.start import JobNotFound, JobNotRunnable, JobRejected
+from ourvidz.jobs.start import JobNotRunnable, JobRejected
+from ourvidz.orchestration.artifacts import outputs_table
+from ourvidz.orchestration.names import GENERATION_FLOW
+from ourvidz.orchestration.runs import FlowRuns, current_deployment, current_run_id
 from ourvidz.policy import PolicyError
-from tasks.stages import enhance, finish, generate, store, validate, webhook
+from tasks.generation import conclude, create, enhance, generate, validate
 
 
-@flow(name="generate", flow_run_name="{job_type}-{job_id}", retries=0, persist_result=False)
-async def generate_job(job_id: uuid.UUID, job_type: str = "") -> State[Any]:
-    """Generate the files of job `job_id` (`job_type` is only for display)."""
+def run_name() -> str:
+    """`<job_type>-<job_id>`; a run that will create its job is renamed once it has."""
+    parameters = flow_run.parameters
+    return f"{parameters.get('job_type') or 'job'}-{parameters.get('job_id') or 'new'}"
+
+
+@flow(name=GENERATION_FLOW, flow_run_name=run_name, retries=0, persist_result=False)
+async def generate_job(
+    job_type: str = "",
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+    num_images: int | None = None,
+    seed: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    frames: int | None = None,
+    content_tier: str | None = None,
+    user_id: uuid.UUID | None = None,
+    webhook_url: str | None = None,
+    job_id: uuid.UUID | None = None,
+) -> State[Any]:
+    """Generate the files of a job: the one `job_id` names, or a new one made of the other parameters.
+
+    Args:
+        job_type: sdxl_image_fast or sdxl_image_high on generate/sdxl; image_fast, image_high,
+            video_fast, video_high and their image7b_/video7b_ enhanced twins on generate/wan.
+        prompt: What to generate (a new job).
+        negative_prompt: What to keep out of the picture.
+        num_images: SDXL only: 1, 3 or 6 images.
+        seed: The first image's seed (the next images take the next seeds); random when empty.
+        width: Overrides the job type's width (multiples of 8 for SDXL, 16 for Wan).
+        height: Overrides the job type's height.
+        steps: Overrides the job type's denoising steps (1-100).
+        guidance: Overrides the job type's guidance scale (0-30).
+        frames: Wan videos: frames to generate (4k+1, up to 161).
+        content_tier: The tier the job asks for: artistic, explicit or unrestricted (the owner's profile
+            must allow it).
+        user_id: The job's owner (its profile's tier applies); the operator profile when empty.
+        webhook_url: Where the job's ending is sent (a signed webhook).
+        job_id: A job recorded by the gateway; given, the other parameters but job_type are not used.
+    """
+    if job_id is None:
+        fields = {"negative_prompt": negative_prompt, "num_images": num_images, "seed": seed, "width": width,
+                  "height": height, "steps": steps, "guidance": guidance, "frames": frames,
+                  "content_tier": content_tier}  # fmt: skip
+        try:
+            job_id = await _create_job(job_type, prompt, fields, user_id, webhook_url)
+        except (JobError, PolicyError) as exc:
+            return Failed(message=str(Failure.of(exc)))
+    elif prompt is not None:
+        return Failed(message=str(Failure("INVALID_PARAMETERS", "give either job_id or a prompt, not both")))
     try:
         spec = validate(job_id)
-    except JobNotFound as exc:
+    except NotFound as exc:
         return Failed(message=str(exc))
     except JobNotRunnable as exc:  # e.g. a second run for a finished job: leave the job alone
         return Completed(message=f"nothing to do: {exc}")
-    except JobRejected as exc:
-        error = f"{exc.code}: {exc}"
-        callback(job_id, exc.user_id, job_type, JobStatus.FAILED, error, None, exc.webhook_url)
-        return Failed(message=error)
-    emit_job_event("processing", spec.id, spec.user_id, spec.job_type.name, {"status": "processing"})
+    except JobRejected as exc:  # failed and announced by the core
+        return Failed(message=str(exc))
     try:
         prompt = enhance(spec)
         result = await generate(spec, prompt)
-        store(spec, result, prompt)
-    except Superseded as exc:  # this run came back after recovery gave the job to another run
-        return Cancelled(message=f"superseded: {exc}")
     except GenerationCancelled:
-        end(spec, JobStatus.CANCELLED)
+        conclude(spec, JobStatus.CANCELLED)
         return Cancelled(message="cancelled between generation steps")
     except Exception as exc:
-        error = f"{exc.code if isinstance(exc, PolicyError) else type(exc).__name__}: {exc}"
-        end(spec, JobStatus.FAILED, error)
-        return Failed(message=error)
+        failure = Failure.of(exc)
+        conclude(spec, JobStatus.FAILED, failure)
+        return Failed(message=str(failure))
     await _outputs_artifact(spec, result)  # first, so a completed job's table is already in the UI
-    end(spec, JobStatus.COMPLETED, result=result)
+    if not conclude(spec, JobStatus.COMPLETED, outputs=outputs_of(result.assets), prompt=prompt):
+        # this run came back after recovery gave the job to another run: its files are not the job's
+        return Cancelled(message=f"superseded: job {spec.id} now belongs to another run")
     return Completed(message=f"{len(result.assets)} file(s) stored", data=_summary(spec, result))
 
 
-def end(
-    spec: JobSpec, status: JobStatus, error: str | None = None, result: GenerationResult | None = None
-) -> None:
-    """Finish the job, then tell the world; only the run that still owns the job does either (one that
-    comes back after recovery gave the job to another run, or after it was already final, does not)."""
-    if finish(spec.id, status, error, spec.flow_run_id):
-        callback(spec.id, spec.user_id, spec.job_type.name, status, error, result, spec.webhook_url)
-
-
-def callback(
-    job_id: uuid.UUID,
-    user_id: uuid.UUID | None,
+async def _create_job(
     job_type: str,
-    status: JobStatus,
-    error: str | None,
-    result: GenerationResult | None,
+    prompt: str | None,
+    fields: dict[str, Any],
+    user_id: uuid.UUID | None,
     webhook_url: str | None,
-) -> None:
-    """Tell the world: a Prefect event always, the job's webhook when it has one.
-
-    The webhook gets one attempt here (and ~2 s of quick retries): a receiver that is down must not
-    hold this GPU queue's flow run; the deliver-webhooks flow makes the later attempts.
-    """
-    payload: dict[str, Any] = {"job_id": str(job_id), "status": str(status), "job_type": job_type}
-    if error is not None:
-        payload["error"] = error
-    if result is not None:
-        payload["assets"] = [{"type": a.type, "bucket": a.bucket, "key": a.key} for a in result.assets]
-    emit_job_event(str(status), job_id, user_id, job_type, payload)
-    if webhook_url:
+) -> uuid.UUID:
+    """The job of a run an operator started, on this run, after the gateway's checks."""
+    run_id = current_run_id()
+    deployment = current_deployment()
+    try:
+        queue = get_job_type(job_type).queue
+    except UnknownJobType as exc:
+        raise InvalidJob(str(exc), code="INVALID_JOB_TYPE", details={"valid": exc.valid}) from None
+    if deployment is not None and deployment != queue:
+        raise InvalidJob(
+            f"{job_type} runs on the {queue} queue: start it from generate/{queue}", code="INVALID_JOB_TYPE"
+        )
+    metadata = {name: value for name, value in fields.items() if value is not None}
+    job_id = create(
+        JobRequest(
+            user_id=user_id or OPERATOR_USER_ID, job_type=job_type, prompt=prompt, metadata=metadata,
+            webhook_url=webhook_url, idempotency_key=None if run_id is None else f"flow-run:{run_id}",
+            flow_run_id=run_id,
+        )
+    )  # fmt: skip
+    if run_id is not None:
         try:
-            webhook(webhook_url, job_id, f"job.{status}", payload)
-        except Exception as exc:  # every attempt is recorded; the job's own state stands
-            get_run_logger().warning(
-                "webhook for job %s not delivered yet (%s); left pending for the deliver-webhooks flow",
-                job_id, exc,
-            )  # fmt: skip
+            async with FlowRuns() as runs:
+                await runs.rename(run_id, f"{get_job_type(job_type).name}-{job_id}")
+        except Exception as exc:  # a name is a convenience: the job runs under the old one
+            get_run_logger().warning("run not renamed after its job %s: %s", job_id, exc)
+    return job_id
 
 
 def _summary(spec: JobSpec, result: GenerationResult) -> dict[str, Any]:
@@ -108,8 +161,6 @@ async def _outputs_artifact(spec: JobSpec, result: GenerationResult) -> None:
         for a in result.assets
     ]  # fmt: skip
     try:
-        await acreate_table_artifact(
-            table=rows, key=f"job-{spec.id}-outputs", description=f"{spec.job_type.name}"
-        )
+        await outputs_table(spec.id, spec.job_type.name, rows)
     except Exception as exc:
         get_run_logger().warning("outputs artifact of job %s not created: %s", spec.id, exc)

@@ -12,7 +12,8 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 
-from tasks.webhooks import deliver_due_webhooks
+from ourvidz.webhooks import Attempt
+from tasks.maintenance import deliver_due_webhooks
 
 ARTIFACT_KEY = "webhook-deliveries"
 MAX_ARTIFACT_ROWS = 50
@@ -24,16 +25,16 @@ async def deliver_webhooks() -> dict[str, Any]:
 
     The artifact is written only by runs that made or deferred attempts, so an idle schedule adds none.
     """
-    result = deliver_due_webhooks()
-    counts = {name: value for name, value in result.items() if name != "attempts"}
-    if result["attempts"] or counts["left_for_next_run"]:
+    report = deliver_due_webhooks()
+    counts = report.counts()
+    if report.attempts or report.left_for_next_run:
         await acreate_markdown_artifact(
-            key=ARTIFACT_KEY, markdown=_markdown(counts, result["attempts"]), description="Webhook redelivery"
+            key=ARTIFACT_KEY, markdown=_markdown(counts, report.attempts), description="Webhook redelivery"
         )
     return counts
 
 
-def _markdown(counts: dict[str, int], attempts: list[dict[str, Any]]) -> str:
+def _markdown(counts: dict[str, int], attempts: list[Attempt]) -> str:
     lines = [
         f"**Webhooks**: {counts['delivered']} delivered, {counts['pending']} still pending, "
         f"{counts['given_up']} given up, {counts['skipped']} skipped, "
@@ -42,8 +43,8 @@ def _markdown(counts: dict[str, int], attempts: list[dict[str, Any]]) -> str:
     if attempts:
         lines += ["", "| webhook id | job | attempt | result |", "|---|---|---|---|"]
         lines += [
-            f"| `{a['webhook_id']}` | {a['job_id']} | {a['attempt']} | "
-            f"{'delivered' if a['succeeded'] else 'failed'}: {str(a['result']).replace('|', '/')} |"
+            f"| `{a.webhook_id}` | {a.job_id} | {a.attempt} | "
+            f"{'delivered' if a.succeeded else 'failed'}: {str(a.status_code or a.error).replace('|', '/')} |"
             for a in attempts[:MAX_ARTIFACT_ROWS]
         ]
     return "\n".join(lines)

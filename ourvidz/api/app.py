@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from ourvidz.api.dispatch import Dispatcher
+from ourvidz.api.deps import Gateway
 from ourvidz.api.errors import BodyLimit, install_error_handlers
+from ourvidz.api.hub import EventHub
 from ourvidz.api.ratelimit import RateLimits
-from ourvidz.api.realtime import EventHub
 from ourvidz.api.realtime import router as realtime_router
 from ourvidz.api.replay import ReplayGuard
 from ourvidz.api.routes import callbacks, chat, enhancement, jobs, metrics, webhooks, workers
-from ourvidz.api.state import Gateway
 from ourvidz.config import Settings, get_settings
 from ourvidz.db.session import sessions_for
+from ourvidz.jobs.dispatch import run_dispatcher
+from ourvidz.jobs.lifecycle import Announcer
+from ourvidz.orchestration.pool import PoolWatch
+from ourvidz.orchestration.runs import FlowRuns
 from ourvidz.storage import Storage
 
 SPEC_PREFIX = "/functions/v1"
@@ -25,28 +29,44 @@ SPEC_PREFIX = "/functions/v1"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    sessions = sessions_for(settings.database_url)
+    runs = FlowRuns()
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     gw = Gateway(
         settings=settings,
-        sessions=sessions_for(settings.database_url),
+        sessions=sessions,
         storage=Storage(settings.storage_url),
         limits=RateLimits(settings),
         replays=ReplayGuard(settings.callback_tolerance_seconds, settings.redis_url),
+        runs=runs,
+        pool=PoolWatch(runs, settings.work_pool),
+        announcer=Announcer(sessions, secret, background=True),
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        gw.dispatcher = Dispatcher(gw.sessions, settings.work_pool, inline=settings.dispatch == "inline")
+        await runs.open()
         gw.events = EventHub()
-        await gw.dispatcher.start()
         await gw.events.start()
+        gw.pool.start()
+        dispatcher = None
+        if settings.gateway_dispatches:
+            dispatcher = asyncio.create_task(
+                run_dispatcher(sessions, runs, settings.database_url, gw.announcer), name="ourvidz-dispatcher"
+            )
         # what startup loaded (Prefect, FastAPI, SQLAlchemy) lives as long as the process: moved out of
         # the collector's generations, it is not rescanned by every full collection during requests
         gc.freeze()
         try:
             yield
         finally:
+            if dispatcher is not None:  # a dispatch cut short is redone by the next dispatcher: same key
+                dispatcher.cancel()
+                await asyncio.gather(dispatcher, return_exceptions=True)
+            await gw.pool.stop()
             await gw.events.stop()
-            await gw.dispatcher.stop()
+            await asyncio.to_thread(gw.announcer.close)
+            await runs.close()
 
     app = FastAPI(
         title="OurVidz gateway",

@@ -1,7 +1,8 @@
 """The spec's error body `{error, code, details, timestamp}` for every failure, with its status codes.
 
-Client mistakes are 4xx with a stable `code`; validation never leaks pydantic internals; a database
-that cannot be reached is 503; anything unexpected is a logged 500 with no internals in the body.
+Client mistakes are 4xx with a stable `code`; validation never leaks pydantic internals; the core's
+refusals (`JobError`, a content `PolicyError`) keep their codes; a database that cannot be reached is
+503; anything unexpected is a logged 500 with no internals in the body.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ourvidz.jobs.errors import Conflict, InvalidJob, JobError, NotFound, OrchestratorUnavailable
+from ourvidz.policy import ContentProhibited, ContentTierNotAllowed, PolicyError
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +35,9 @@ STATUS_CODES = {
     429: "RATE_LIMITED",
     503: "SERVICE_UNAVAILABLE",
 }
+JOB_ERROR_STATUS: dict[type[JobError], int] = {
+    InvalidJob: 400, NotFound: 404, Conflict: 409, OrchestratorUnavailable: 503,
+}  # fmt: skip
 
 
 class ApiError(Exception):
@@ -65,9 +73,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
+    @app.exception_handler(JobError)
+    async def _job_error(_request: Request, exc: JobError) -> JSONResponse:
+        status = next((code for kind, code in JOB_ERROR_STATUS.items() if isinstance(exc, kind)), 400)
+        return error_response(status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(PolicyError)
+    async def _refused(_request: Request, exc: PolicyError) -> JSONResponse:
+        return error_response(403, exc.code, str(exc), policy_details(exc))
+
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [_field_error(error) for error in exc.errors()]
+    @app.exception_handler(ValidationError)  # a body a route parses itself (a signed callback)
+    async def _invalid(_request: Request, exc: RequestValidationError | ValidationError) -> JSONResponse:
+        details = [_field_error(dict(error)) for error in exc.errors()]
         return error_response(400, "INVALID_PARAMETERS", "the request is not valid", details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -88,6 +106,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, "INTERNAL_ERROR", "an unexpected error occurred")
+
+
+def policy_details(exc: PolicyError) -> dict[str, Any] | None:
+    if isinstance(exc, ContentTierNotAllowed):
+        return {"requested": exc.requested, "allowed": exc.allowed, "ageVerified": exc.age_verified}
+    if isinstance(exc, ContentProhibited):
+        return {"category": exc.category, "reference": exc.text_hash}
+    return None
 
 
 def _field_error(error: dict[str, Any]) -> dict[str, str]:

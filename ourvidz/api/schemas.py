@@ -10,9 +10,14 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from ourvidz.db.models import Job
+from ourvidz.jobs.callbacks import WorkerReport
+from ourvidz.jobs.create import JobRequest, Url
+from ourvidz.jobs.files import StoredFile
+from ourvidz.jobs.outputs import Output
+from ourvidz.storage import InvalidStorageKey, validate_key
 
 
 def _either(camel: str, snake: str) -> Any:
@@ -57,7 +62,23 @@ class QueueJobRequest(Request):
     video_id: uuid.UUID | None = _either("videoId", "video_id")
     image_id: uuid.UUID | None = _either("imageId", "image_id")
     num_images: int | None = _either("numImages", "num_images")
-    webhook_url: HttpUrl | None = _either("webhookUrl", "webhook_url")
+    webhook_url: Url | None = _either("webhookUrl", "webhook_url")
+
+    def job_request(self, user_id: uuid.UUID, idempotency_key: str | None) -> JobRequest:
+        """The core's request: the prompt from the top level or `metadata.prompt`, the rest of the
+        metadata as the job's options (`num_images` among them)."""
+        metadata = dict(self.metadata or {})
+        prompt = metadata.pop("prompt", None)
+        if self.prompt is not None:
+            prompt = self.prompt
+        if self.num_images is not None:
+            metadata["num_images"] = self.num_images
+        return JobRequest(
+            user_id=user_id, job_type=self.job_type, prompt=prompt if isinstance(prompt, str) else None,
+            metadata=metadata, project_id=self.project_id, image_id=self.image_id, video_id=self.video_id,
+            webhook_url=None if self.webhook_url is None else str(self.webhook_url),
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
 
 
 class JobRecord(BaseModel):
@@ -69,6 +90,7 @@ class JobRecord(BaseModel):
     status: str
     progress: int
     error_message: str | None
+    error_code: str | None = Field(description="why the job failed, as a stable code (None unless failed)")
     attempts: int
     max_attempts: int
     metadata: dict[str, Any]
@@ -126,6 +148,14 @@ class AssetOut(BaseModel):
     frames: int | None = None
     duration: float | None = None
 
+    @classmethod
+    def of(cls, file: StoredFile) -> AssetOut:
+        return cls(
+            type=file.type, url=f"/files/{file.bucket}/{file.key}", bucket=file.bucket, key=file.key,
+            width=file.width, height=file.height, seed=file.seed, size_bytes=file.size_bytes,
+            frames=file.frames, duration=file.duration,
+        )  # fmt: skip
+
 
 class JobStatusResponse(BaseModel):
     success: bool = True
@@ -159,6 +189,41 @@ class JobCallbackRequest(Request):
         default=None, validation_alias=AliasChoices("enhancedPrompt", "enhanced_prompt"), max_length=10_000
     )
     metadata: dict[str, Any] | None = None
+
+    def report(self) -> WorkerReport:
+        """The core's report, with every reported file whichever spelling the worker used."""
+        return WorkerReport(
+            job_id=self.job_id, status=self.status, outputs=self._outputs(),
+            error_message=self.error_message, enhanced_prompt=self.enhanced_prompt, metadata=self.metadata,
+        )  # fmt: skip
+
+    def _outputs(self) -> list[Output]:
+        images = [*([self.file_path] if self.file_path else []), *(self.image_urls or [])]
+        videos = [self.output_url] if self.output_url else []
+        details: list[dict[str, Any]] = []
+        for asset in self.assets or []:
+            location = asset.get("key") or asset.get("url") or asset.get("path")
+            if isinstance(location, str):
+                kind = videos if asset.get("type") == "video" else images
+                kind.append(location)
+                details.append({**asset, "location": location})
+        extra = {d["location"]: d for d in details}
+        outputs = [_output("image", index, path, extra.get(path)) for index, path in enumerate(images)]
+        outputs += [_output("video", 0, path, extra.get(path)) for path in videos[:1]]
+        return outputs
+
+
+def _output(kind: str, index: int, location: str, asset: dict[str, Any] | None) -> Output:
+    """A storage key stays a key (in the asset's bucket, if it names one); anything else is a URL."""
+    asset = asset or {}
+    names = ("width", "height", "seed", "size_bytes")
+    numbers = {name: asset[name] for name in names if isinstance(asset.get(name), int)}
+    try:
+        key = validate_key(location)
+    except InvalidStorageKey:
+        return Output(kind=kind, index=index, url=location, **numbers)  # type: ignore[arg-type]
+    bucket = asset.get("bucket") if isinstance(asset.get("bucket"), str) else None
+    return Output(kind=kind, index=index, bucket=bucket, key=key, **numbers)  # type: ignore[arg-type]
 
 
 class CallbackResponse(BaseModel):
@@ -219,16 +284,20 @@ class AdminImageRequest(Request):
     model: Literal["sdxl", "wan"]
     quality: Literal["fast", "high"]
 
+    def queue_request(self) -> QueueJobRequest:
+        job_type = f"sdxl_image_{self.quality}" if self.model == "sdxl" else f"image_{self.quality}"
+        return QueueJobRequest.model_validate({"job_type": job_type, "prompt": self.prompt})
+
 
 class UpdateWorkerUrlRequest(Request):
     worker_type: Literal["sdxl", "wan", "video", "chat"] = Field(
         validation_alias=AliasChoices("workerType", "worker_type")
     )
-    url: HttpUrl
+    url: Url
 
 
 class RegisterChatWorkerRequest(Request):
-    worker_url: HttpUrl = Field(validation_alias=AliasChoices("workerUrl", "worker_url"))
+    worker_url: Url = Field(validation_alias=AliasChoices("workerUrl", "worker_url"))
     capabilities: list[str] = Field(default_factory=list, max_length=50)
     max_concurrent_chats: int = Field(
         default=1,

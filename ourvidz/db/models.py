@@ -29,7 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from ourvidz.auth import Role
 from ourvidz.db.types import JSONType, UTCDateTime, utcnow
-from ourvidz.job_status import JobStatus, check_transition
+from ourvidz.job_status import JobStatus
 from ourvidz.policy import ContentTier
 
 NAMING_CONVENTION = {
@@ -135,6 +135,8 @@ class Job(Base):
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), default=JobStatus.QUEUED)
     progress: Mapped[int] = mapped_column(Integer, default=0)
     error_message: Mapped[str | None] = mapped_column(Text)
+    # why a job failed, as a stable code (CONTENT_PROHIBITED, WORKER_LOST, ...); the message says the rest
+    error_code: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     # `metadata` is reserved on declarative classes; the column keeps the spec's name.
@@ -162,24 +164,6 @@ class Job(Base):
     flow_run_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
-
-    def transition_to(self, target: JobStatus | str, *, error: str | None = None) -> None:
-        """Move to `target` if the life cycle allows it (else `IllegalTransition`), stamping times."""
-        new = check_transition(self.status, target)
-        now = utcnow()
-        if new is JobStatus.PROCESSING:
-            self.attempts += 1
-            self.started_at = self.progressed_at = now
-        elif new is JobStatus.QUEUED:
-            self.started_at = self.progressed_at = None
-            self.progress = 0
-        else:
-            self.completed_at = now
-            if new is JobStatus.COMPLETED:
-                self.progress = 100
-        if error is not None:
-            self.error_message = error
-        self.status = new
 
 
 class Image(Base):
@@ -238,7 +222,7 @@ class Video(Base):
 
 
 class SystemConfig(Base):
-    """Operator-editable settings by key (worker URLs and their registration info, among others)."""
+    """Operator-editable settings by key (the prompt cache's version, among others)."""
 
     __tablename__ = "system_config"
 
@@ -354,6 +338,33 @@ class WebhookDelivery(Base):
     error: Mapped[str | None] = mapped_column(Text)
     succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = _created(index=True)
+
+
+class Worker(Base):
+    """A registered HTTP worker and its latest probe: the chat worker, the seed system's GPU worker URLs
+    (`sdxl`, `wan`, `video`) and the status endpoints of Prefect workers (`prefect-worker`, named
+    `<pool>:<worker name>`). One row per (kind, name); kinds with one worker have the name ''."""
+
+    __tablename__ = "workers"
+    __table_args__ = (UniqueConstraint("kind", "name", name="uq_workers_kind_name"),)
+
+    id: Mapped[uuid.UUID] = _pk()
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    url: Mapped[str] = mapped_column(String(2048))
+    protocol: Mapped[str | None] = mapped_column(String(16))  # the chat worker's wire shape
+    capabilities: Mapped[list[Any]] = mapped_column(default=list)
+    max_concurrent: Mapped[int | None]
+    pool: Mapped[str | None] = mapped_column(String(64))  # a Prefect worker's work pool and queues
+    queues: Mapped[list[Any]] = mapped_column(default=list)
+    registration_method: Mapped[str] = mapped_column(String(32))
+    registered_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+    probe_status: Mapped[str | None] = mapped_column(String(16))  # healthy | unhealthy; None: never probed
+    probe_response_ms: Mapped[float | None] = mapped_column(Float)
+    probe_error: Mapped[str | None] = mapped_column(Text)
+    probed_at: Mapped[datetime | None]
+    unhealthy_since: Mapped[datetime | None]  # start of the current run of failed probes
 
 
 class WorkerHealth(Base):

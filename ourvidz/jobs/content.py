@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.config import Settings, get_settings
 from ourvidz.db.models import Profile
@@ -38,3 +38,11 @@ def check_content(
     allowed = profile.content_tier_allowed if profile is not None else ContentTier.ARTISTIC
     verified = profile is not None and profile.age_verified
     return check_prompt(policy or content_policy(), text, allowed, verified, requested_tier=requested)
+
+
+def check_text(
+    sessions: sessionmaker[Session], user_id: uuid.UUID, text: str, requested: ContentTier | None = None
+) -> Verdict:
+    """`check_content` in a session of its own (an enhancement or a chat turn)."""
+    with sessions() as session:
+        return check_content(session, user_id, text, requested)

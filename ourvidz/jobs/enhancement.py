@@ -22,12 +22,12 @@ from ourvidz.config import Settings, get_settings
 from ourvidz.db.models import Job
 from ourvidz.jobs.content import check_content, content_policy
 from ourvidz.jobs.spec import JobSpec
-from ourvidz.policy import ContentPolicy, ContentTier, tier_permitted
+from ourvidz.policy import ContentPolicy, ContentProhibited, ContentTier, tier_permitted
 from ourvidz.prompts import Enhancement, rules_enhance
 from ourvidz.prompts.chat import ChatWorker, EnhancerFailed, chat_enhance
 from ourvidz.prompts.local_llm import local_enhance
 from ourvidz.prompts.templates import Templates, default_templates, prompt_cache
-from ourvidz.registry import registered_chat_worker
+from ourvidz.registry.workers import registered_chat_worker
 
 NO_ENHANCEMENT = "none"
 FALLBACK_STRATEGY = "rules_fallback"
@@ -135,6 +135,24 @@ def apply_enhancement(sessions: sessionmaker[Session], spec: JobSpec) -> str:
         if details is not None:
             job.meta = {**(job.meta or {}), "enhancement": details}
     return prompt
+
+
+def review_enhancement(sessions: sessionmaker[Session], prompt: str, job_type: str) -> dict[str, Any]:
+    """One prompt through the enhancer chain as a job's enhance stage runs it, for an operator to review
+    (the batch-enhancement flow); a prohibited prompt is refused: reported, never enhanced."""
+    settings = get_settings()
+    kind, policy = get_job_type(job_type), content_policy(settings)
+    if policy.classify(prompt).category is not None:
+        return {
+            "job_type": job_type, "enhanced_prompt": "", "enhancement_strategy": "refused",
+            "error": ContentProhibited.code, "token_count": 0, "token_budget": kind.token_budget,
+        }  # fmt: skip
+    templates = templates_for(sessions, settings)
+    result = enhance(prompt, kind, enhancers_for(sessions, settings), policy=policy, templates=templates)
+    return {
+        "job_type": job_type, "enhanced_prompt": result.prompt, "enhancement_strategy": result.strategy,
+        **enhancement_metadata(result),
+    }  # fmt: skip
 
 
 # A fixed regression set for template changes: neutral prompts that stress the budget and the tidying.

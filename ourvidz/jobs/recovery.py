@@ -1,19 +1,25 @@
 """Jobs whose flow run is gone: re-queued for another attempt, up to the job's `max_attempts`.
 
 A GPU worker that dies mid-job leaves its job `processing` and its flow run without heartbeats; the
-crash-recovery automation marks such runs Crashed, and the recovery flow then hands each job here
-with what Prefect says about its run. A worker that hangs keeps heartbeating, so its run looks alive:
-the job's `progressed_at` gives it away. Every recovery is recorded in `metadata.recoveries`, whose
-length also makes the next dispatch's idempotency key new (the crashed run is not returned again).
+crash automation marks such runs Crashed, and the recovery flow (every minute, and at once when a
+generation run crashes or is cancelled) brings each job here with what Prefect says of its run. A
+worker that hangs keeps heartbeating, so its run looks alive: the job's `progressed_at` gives it
+away, and its run is marked Crashed to free its queue's slot.
+
+Recovery only re-queues: the job loses its run link and the dispatcher gives it a new one. Every
+recovery is recorded in `metadata.recoveries`, whose length also makes the next dispatch's
+idempotency key new (the lost run is not returned again). A job out of attempts fails with
+`WORKER_LOST`; a job whose run was cancelled in Prefect (or that was asked to stop) is cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,9 +27,23 @@ from sqlalchemy.orm import Session, sessionmaker
 from ourvidz.db.models import Job
 from ourvidz.db.types import utcnow
 from ourvidz.job_status import JobStatus
+from ourvidz.jobs.cancel import CANCEL_REQUESTED
+from ourvidz.jobs.conclude import conclude
+from ourvidz.jobs.errors import WORKER_LOST, Failure
+from ourvidz.jobs.lifecycle import Announcer, Move, default_announcer, move
+from ourvidz.jobs.wake import wake_dispatchers
+from ourvidz.orchestration.runs import FlowRuns, PrefectUnavailable, RunState, RunView
 
-WORKER_LOST = "WORKER_LOST"
 CHECK_BATCH = 500
+SETTLE = timedelta(seconds=30)  # a run younger than this may not be readable in Prefect yet
+PENDING_LIMIT = timedelta(minutes=10)
+HUNG = "its worker hung"
+CANCELLED_IN_PREFECT = "its flow run was cancelled in Prefect"
+LOST_STATES = {
+    RunState.CRASHED: "its flow run crashed (worker lost)",
+    RunState.FAILED: "its flow run failed before finishing the job",
+    RunState.COMPLETED: "its flow run ended without finishing the job",
+}
 
 
 class RunFate(StrEnum):
@@ -37,12 +57,13 @@ class RunFate(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Watched:
-    """A job that has a flow run and is not final: recovery asks Prefect about `flow_run_id`.
-    `silent_since` is when a processing job last showed progress (None while queued)."""
+    """A job that has a flow run and is not final. `silent_since` is when a processing job last showed
+    progress (None while queued)."""
 
     job_id: uuid.UUID
     job_type: str
     flow_run_id: uuid.UUID
+    created_at: datetime
     silent_since: datetime | None = None
 
     def silent_for(self, now: datetime) -> timedelta:
@@ -52,76 +73,122 @@ class Watched:
 Outcome = Literal["requeued", "failed", "cancelled", "unchanged"]
 
 
-def watched_jobs(sessions: sessionmaker[Session], settle_seconds: float = 30.0) -> list[Watched]:
-    """Processing jobs, and queued jobs that already have a flow run, older than `settle_seconds`
-    (a run that was just created may not be visible in Prefect yet)."""
-    before = utcnow() - timedelta(seconds=settle_seconds)
+def watched_jobs(sessions: sessionmaker[Session], limit: int = CHECK_BATCH) -> list[Watched]:
+    """Processing jobs, and queued jobs that already have a flow run, oldest first."""
     last_sign = case(
         (Job.status == JobStatus.PROCESSING, func.coalesce(Job.progressed_at, Job.started_at)), else_=None
     )
     query = (
-        select(Job.id, Job.job_type, Job.flow_run_id, last_sign)
-        .where(Job.flow_run_id.is_not(None), Job.created_at < before)
+        select(Job.id, Job.job_type, Job.flow_run_id, Job.created_at, last_sign)
+        .where(Job.flow_run_id.is_not(None))
         .where(or_(Job.status == JobStatus.PROCESSING, Job.status == JobStatus.QUEUED))
         .order_by(Job.created_at)
-        .limit(CHECK_BATCH)
+        .limit(limit)
     )
     with sessions() as session:
         return [Watched(*row) for row in session.execute(query)]
 
 
+def fate_of(job: Watched, run: RunView | None, now: datetime, stall: timedelta) -> tuple[RunFate, str]:
+    """What a job's flow run (None: not in Prefect) means for the job."""
+    if run is None:
+        if now - job.created_at < SETTLE:
+            return RunFate.ALIVE, ""
+        return RunFate.LOST, "its flow run is missing from Prefect"
+    silent = job.silent_for(now)
+    if run.state is RunState.RUNNING and silent > stall:
+        # the worker still heartbeats (its run looks alive) but its generation stopped moving
+        return RunFate.HUNG, f"{HUNG}: no progress for {int(silent.total_seconds() // 60)} min"
+    if run.state is RunState.CANCELLED:
+        return RunFate.CANCELLED, CANCELLED_IN_PREFECT
+    if run.state in LOST_STATES:
+        return RunFate.LOST, LOST_STATES[run.state]
+    if run.state is RunState.PENDING and run.since is not None and now - run.since > PENDING_LIMIT:
+        # a worker took the run and died before starting it: no heartbeat ever marks it Crashed
+        return RunFate.LOST, f"its flow run was taken but not started for {PENDING_LIMIT.seconds // 60} min"
+    return RunFate.ALIVE, ""
+
+
 def recover_job(
-    sessions: sessionmaker[Session], job_id: uuid.UUID, flow_run_id: uuid.UUID, fate: RunFate, reason: str
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    flow_run_id: uuid.UUID,
+    fate: RunFate,
+    reason: str,
+    announcer: Announcer | None = None,
 ) -> Outcome:
-    """Settle a job whose flow run `flow_run_id` met `fate`: re-queue it (without a flow run, so it is
-    dispatched again), fail it once its attempts are used up, or cancel it. A job that moved on
-    meanwhile (finished, or already on another run) is left alone."""
+    """Settle a job whose flow run `flow_run_id` met `fate`: re-queue it (the dispatcher gives it a new
+    run), fail it once its attempts are used up, or cancel it. A job that moved on meanwhile (final, or
+    on another run) is left alone."""
     if fate is RunFate.ALIVE:
         return "unchanged"
+    announcer = announcer or default_announcer(sessions)
+    ending: tuple[JobStatus, Failure | None, str | None] | None = None
+    requeued: Move | None = None
     with sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.flow_run_id != flow_run_id or job.status.is_final:
             return "unchanged"
-        if fate is RunFate.CANCELLED:
-            job.transition_to(JobStatus.CANCELLED, error="the flow run was cancelled in Prefect")
-            return "cancelled"
-        recoveries = [*(job.meta or {}).get("recoveries", [])]
-        recoveries.append({
-            "at": utcnow().isoformat(), "flow_run_id": str(flow_run_id), "attempt": job.attempts,
-            "status": str(job.status), "reason": reason,
-        })  # fmt: skip
-        job.meta = {**(job.meta or {}), "recoveries": recoveries}
-        # a run that dies before it starts the job uses no attempt: bound those recoveries too
-        used_up = job.attempts >= job.max_attempts or len(recoveries) > 2 * job.max_attempts
-        if used_up:
-            job.transition_to(
-                JobStatus.FAILED,
-                error=f"{WORKER_LOST}: {reason}; gave up after {job.attempts} of {job.max_attempts} attempts",
-            )
-            return "failed"
-        if job.status is JobStatus.PROCESSING:
-            job.transition_to(JobStatus.QUEUED)
-        job.flow_run_id = None
+        if fate is RunFate.CANCELLED or (job.meta or {}).get(CANCEL_REQUESTED):
+            ending = (JobStatus.CANCELLED, None, CANCELLED_IN_PREFECT if fate is RunFate.CANCELLED else None)
+        else:
+            recoveries = _record_recovery(job, flow_run_id, reason)
+            # a run that dies before it starts the job uses no attempt: bound those recoveries too
+            if job.attempts >= job.max_attempts or recoveries > 2 * job.max_attempts:
+                message = f"{reason}; gave up after {job.attempts} of {job.max_attempts} attempts"
+                ending = (JobStatus.FAILED, Failure(WORKER_LOST, message), None)
+            else:
+                if job.status is JobStatus.PROCESSING:
+                    requeued = move(session, job, JobStatus.QUEUED)
+                job.flow_run_id = None
+                wake_dispatchers(session)
+    if ending is None:
+        if requeued is not None:
+            announcer(requeued)
         return "requeued"
-
-
-def undispatched_jobs(
-    sessions: sessionmaker[Session], older_than_seconds: float, limit: int
-) -> list[tuple[uuid.UUID, str, str]]:
-    """Queued jobs without a flow run, recorded more than `older_than_seconds` ago, oldest first: each
-    as (job id, job type, the idempotency key of its next dispatch)."""
-    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-    query = (
-        select(Job.id, Job.job_type, Job.meta)
-        .where(Job.status == JobStatus.QUEUED, Job.flow_run_id.is_(None), Job.created_at < cutoff)
-        .order_by(Job.created_at)
-        .limit(limit)
+    status, failure, note = ending
+    done = conclude(
+        sessions, job_id, status, failure=failure, reason=note, run_id=flow_run_id, announcer=announcer
     )
-    with sessions() as session:
-        return [(row.id, row.job_type, dispatch_key(row.id, row.meta)) for row in session.execute(query)]
+    if done is None:
+        return "unchanged"
+    return "cancelled" if status is JobStatus.CANCELLED else "failed"
 
 
-def dispatch_key(job_id: uuid.UUID, meta: dict | None) -> str:
-    """The idempotency key of a job's next flow run: the job id, then one more suffix per recovery."""
-    recoveries = len((meta or {}).get("recoveries", []))
-    return str(job_id) if recoveries == 0 else f"{job_id}:recovery-{recoveries}"
+def _record_recovery(job: Job, flow_run_id: uuid.UUID, reason: str) -> int:
+    recoveries = [*(job.meta or {}).get("recoveries", [])]
+    recoveries.append({
+        "at": utcnow().isoformat(), "flow_run_id": str(flow_run_id), "attempt": job.attempts,
+        "status": str(job.status), "reason": reason,
+    })  # fmt: skip
+    job.meta = {**(job.meta or {}), "recoveries": recoveries}
+    return len(recoveries)
+
+
+async def recover_lost_jobs(
+    sessions: sessionmaker[Session], runs: FlowRuns, stall: timedelta, announcer: Announcer | None = None
+) -> list[dict[str, Any]]:
+    """Settle every watched job whose run was lost, hung or cancelled; one row per action taken."""
+    watched = await asyncio.to_thread(watched_jobs, sessions)
+    if not watched:
+        return []
+    views = await runs.views([job.flow_run_id for job in watched])
+    now = utcnow()
+    actions = []
+    for job in watched:
+        fate, reason = fate_of(job, views.get(job.flow_run_id), now, stall)
+        if fate is RunFate.ALIVE:
+            continue
+        if fate is RunFate.HUNG:  # end the run, so it frees its queue's concurrency slot
+            try:
+                await runs.crash(job.flow_run_id, reason)
+            except PrefectUnavailable:
+                continue  # its run still holds the slot: try again next round
+        outcome = await asyncio.to_thread(
+            recover_job, sessions, job.job_id, job.flow_run_id, fate, reason, announcer
+        )
+        if outcome != "unchanged":
+            actions.append(
+                {"job_id": str(job.job_id), "job_type": job.job_type, "action": outcome, "reason": reason}
+            )
+    return actions

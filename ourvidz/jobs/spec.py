@@ -11,8 +11,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ourvidz.catalog import JobType, get_job_type
+from ourvidz.catalog import JobType, UnknownJobType, get_job_type
 from ourvidz.generation.request import GenerationRequest, InvalidRequest, request_for_job
+from ourvidz.jobs.errors import InvalidJob
 from ourvidz.policy import ContentTier
 from ourvidz.storage import validate_bucket
 
@@ -44,6 +45,39 @@ class JobSpec:
         )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A job's type, prompt and options once they passed every check that needs no database."""
+
+    job_type: JobType
+    prompt: str
+    metadata: dict[str, Any]
+    request: GenerationRequest
+    bucket: str
+    tier: ContentTier  # the tier the job asks for (`metadata.content_tier`)
+
+
+def check_job(job_type: str, prompt: str | None, metadata: dict[str, Any] | None) -> Checked:
+    """The same checks wherever a job is made or started; raises InvalidJob with the spec's code."""
+    prompt = prompt.strip() if isinstance(prompt, str) else ""
+    if not prompt:
+        raise InvalidJob("a prompt is required", code="MISSING_PROMPT")
+    try:
+        kind = get_job_type(job_type)
+    except UnknownJobType as exc:
+        raise InvalidJob(str(exc), code="INVALID_JOB_TYPE", details={"valid": exc.valid}) from None
+    if len(prompt) > kind.max_prompt_chars:
+        raise InvalidJob(f"prompt is longer than {kind.max_prompt_chars} characters", code="PROMPT_TOO_LONG")
+    metadata = dict(metadata or {})
+    try:
+        tier = requested_tier(metadata)
+        request = build_request(kind.name, prompt, metadata)
+        bucket = job_bucket(kind, metadata)
+    except InvalidRequest as exc:
+        raise InvalidJob(str(exc), details={"field": exc.field}) from None
+    return Checked(kind, prompt, metadata, request, bucket, tier)
+
+
 def requested_tier(metadata: dict[str, Any]) -> ContentTier:
     try:
         return ContentTier(metadata.get("content_tier", ContentTier.ARTISTIC))
@@ -54,8 +88,11 @@ def requested_tier(metadata: dict[str, Any]) -> ContentTier:
 def build_request(job_type: str, prompt: str, metadata: dict[str, Any]) -> GenerationRequest:
     """The generation request a job's metadata asks for, checked against the catalog and bounds."""
     seeds = metadata.get("seeds")
+    num_images = metadata.get("num_images", 1)
     if seeds is None and metadata.get("seed") is not None:
-        seeds = [metadata["seed"]]
+        seed = metadata["seed"]  # the first image's; the others follow it (as the seed system's workers do)
+        count = num_images if isinstance(num_images, int) and isinstance(seed, int) else 1
+        seeds = [seed + index for index in range(count)]
     if seeds is not None and not isinstance(seeds, list):
         raise InvalidRequest("seeds", "must be a list of integers")
     negative = metadata.get("negative_prompt") or ""
@@ -63,7 +100,7 @@ def build_request(job_type: str, prompt: str, metadata: dict[str, Any]) -> Gener
         raise InvalidRequest("negative_prompt", "must be a string")
     overrides = {key: metadata[key] for key in OVERRIDE_KEYS if metadata.get(key) is not None}
     return request_for_job(
-        get_job_type(job_type), prompt, negative_prompt=negative, num_images=metadata.get("num_images", 1),
+        get_job_type(job_type), prompt, negative_prompt=negative, num_images=num_images,
         seeds=seeds, **overrides,
     )  # fmt: skip
 

@@ -1,4 +1,8 @@
-"""Starting a job: the flow's validate stage. A job that cannot run is failed here, with its reason."""
+"""Starting a job: the flow's validate stage. A job that cannot run is failed here, with its reason.
+
+The checks are the ones the job was created with (`ourvidz.jobs.create`), made again because a
+profile's tier can change while a job waits; a job that passes moves to processing, announced.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,14 @@ from dataclasses import replace
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ourvidz.catalog import UnknownJobType, get_job_type
 from ourvidz.db.models import Job
-from ourvidz.generation.request import InvalidRequest
 from ourvidz.job_status import JobStatus
+from ourvidz.jobs.conclude import conclude
 from ourvidz.jobs.content import check_content
-from ourvidz.jobs.spec import JobSpec, build_request, job_bucket, requested_tier
+from ourvidz.jobs.errors import Failure, JobError, NotFound
+from ourvidz.jobs.lifecycle import Announcer, Move, default_announcer, move
+from ourvidz.jobs.spec import JobSpec, check_job
 from ourvidz.policy import PolicyError
-
-
-class JobNotFound(LookupError):
-    pass
 
 
 class JobNotRunnable(RuntimeError):
@@ -25,59 +26,49 @@ class JobNotRunnable(RuntimeError):
 
 
 class JobRejected(ValueError):
-    """The job can never run as asked; it has been marked failed with this reason."""
+    """The job can never run as asked; it has been failed (and that announced) with this failure."""
 
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.user_id: uuid.UUID | None = None
-        self.webhook_url: str | None = None
-        super().__init__(message)
+    def __init__(self, failure: Failure) -> None:
+        self.failure = failure
+        super().__init__(str(failure))
 
 
-def start_job(sessions: sessionmaker[Session], job_id: uuid.UUID, flow_run_id: uuid.UUID | None) -> JobSpec:
-    """Check a queued job and move it to processing; returns what the rest of the flow needs."""
+def start_job(
+    sessions: sessionmaker[Session],
+    job_id: uuid.UUID,
+    run_id: uuid.UUID | None,
+    announcer: Announcer | None = None,
+) -> JobSpec:
+    """Check a queued job and move it to processing on run `run_id`; returns what the rest of the flow
+    needs. Raises NotFound, JobNotRunnable, or JobRejected (the job is then failed)."""
+    announcer = announcer or default_announcer(sessions)
+    started: Move | None = None
     with sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None:
-            raise JobNotFound(f"job {job_id} does not exist")
+            raise NotFound(f"job {job_id} does not exist")
         if job.status is not JobStatus.QUEUED:
             raise JobNotRunnable(f"job {job_id} is {job.status}, not queued")
         try:
             spec = _check(session, job)
-        except JobRejected as exc:
-            job.transition_to(JobStatus.FAILED, error=f"{exc.code}: {exc}")
-            exc.user_id, exc.webhook_url = job.user_id, job.webhook_url
-            rejection = exc
+        except (JobError, PolicyError) as exc:
+            failure = Failure.of(exc)
         else:
-            job.transition_to(JobStatus.PROCESSING)
-            job.flow_run_id = flow_run_id
-            return replace(spec, flow_run_id=flow_run_id)
-    raise rejection
+            started = move(session, job, JobStatus.PROCESSING)
+            job.flow_run_id = run_id
+    if started is None:
+        conclude(sessions, job_id, JobStatus.FAILED, failure=failure, announcer=announcer)
+        raise JobRejected(failure)
+    announcer(started)
+    return replace(spec, flow_run_id=run_id)
 
 
 def _check(session: Session, job: Job) -> JobSpec:
-    try:
-        job_type = get_job_type(job.job_type)
-    except UnknownJobType as exc:
-        raise JobRejected("INVALID_JOB_TYPE", str(exc)) from exc
-    prompt = (job.original_prompt or "").strip()
-    if not prompt:
-        raise JobRejected("MISSING_PROMPT", "the job has no prompt")
-    if len(prompt) > job_type.max_prompt_chars:
-        raise JobRejected("PROMPT_TOO_LONG", f"prompt is longer than {job_type.max_prompt_chars} characters")
-    metadata = dict(job.meta or {})
-    try:
-        tier = requested_tier(metadata)
-        request = build_request(job_type.name, prompt, metadata)
-        bucket = job_bucket(job_type, metadata)
-    except InvalidRequest as exc:
-        raise JobRejected("INVALID_PARAMETERS", str(exc)) from exc
-    try:
-        verdict = check_content(session, job.user_id, prompt, tier)
-    except PolicyError as exc:
-        raise JobRejected(exc.code, str(exc)) from None
+    checked = check_job(job.job_type, job.original_prompt, job.meta)
+    verdict = check_content(session, job.user_id, checked.prompt, checked.tier)
     return JobSpec(
-        id=job.id, user_id=job.user_id, job_type=job_type, prompt=prompt, request=request, bucket=bucket,
-        content_tier=verdict.tier, enhance=job_type.enhanced or bool(metadata.get("enhance")),
-        webhook_url=job.webhook_url, project_id=job.project_id, metadata=metadata,
+        id=job.id, user_id=job.user_id, job_type=checked.job_type, prompt=checked.prompt,
+        request=checked.request, bucket=checked.bucket, content_tier=verdict.tier,
+        enhance=checked.job_type.enhanced or bool(checked.metadata.get("enhance")),
+        webhook_url=job.webhook_url, project_id=job.project_id, metadata=checked.metadata,
     )  # fmt: skip

@@ -31,7 +31,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 
 from ourvidz.config import get_settings
 from ourvidz.db.session import sessions_for
-from ourvidz.registry import forget_worker, save_worker
+from ourvidz.registry import workers as registry
 from ourvidz.worker.cancellation import cancel_flag, forget
 from ourvidz.worker.flow_threads import FlowThreads
 from ourvidz.worker.health import HealthServer
@@ -149,24 +149,26 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
         self._on_cancelling(uuid.UUID(infrastructure_pid.rsplit(":", 1)[-1]))
 
     def _register(self, url: str) -> None:
-        """Record the status endpoint as `worker:<pool>:<name>`, so the health-check flow probes it."""
-        extra = {"pool": self._work_pool_name, "queues": sorted(self._work_queues)}
+        """Register the status endpoint (named `<pool>:<worker name>`), so the health-check flow probes it."""
         try:
-            save_worker(
-                sessions_for(get_settings().database_url), self._registry_key, url, "worker-start", extra
-            )
+            registry.register(
+                sessions_for(get_settings().database_url), registry.STATUS_ENDPOINT, url, "worker-start",
+                name=self._registry_name, pool=self._work_pool_name, queues=sorted(self._work_queues),
+            )  # fmt: skip
         except Exception as exc:  # the job database may not be reachable yet: the worker runs anyway
             self._logger.warning("status endpoint not registered for health checks: %s", exc)
 
     def _deregister(self) -> None:
         """A worker that stops cleanly takes its status endpoint off the health check's list."""
         try:
-            forget_worker(sessions_for(get_settings().database_url), self._registry_key)
+            registry.forget(
+                sessions_for(get_settings().database_url), registry.STATUS_ENDPOINT, self._registry_name
+            )
         except Exception as exc:
             self._logger.warning("status endpoint not deregistered: %s", exc)
 
     @property
-    def _registry_key(self) -> str:
+    def _registry_name(self) -> str:
         return f"{self._work_pool_name}:{self.name}"
 
     def status(self) -> dict[str, Any]:

@@ -23,24 +23,18 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Generator
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import iterate_in_threadpool
 
-from ourvidz.api.content import enforce_content
-from ourvidz.api.errors import ApiError, error_body, not_found
+from ourvidz.api.deps import Gateway, GatewayDep, User
+from ourvidz.api.errors import ApiError, error_body
 from ourvidz.api.schemas import ChatRequest, ChatResponse
-from ourvidz.api.security import User
-from ourvidz.api.state import Gateway, gateway
-from ourvidz.db.models import Conversation, Message, Project
-from ourvidz.jobs.create import ensure_profile
+from ourvidz.conversations import Turn, record_turn, store_reply
 from ourvidz.policy import ContentTier
 from ourvidz.prompts.chat import (
     MAX_CHAT_REPLY_CHARS,
@@ -50,17 +44,13 @@ from ourvidz.prompts.chat import (
     chat_completion,
     stream_chat_completion,
 )
-from ourvidz.prompts.conversation import conversation_prompt
 from ourvidz.prompts.templates import prompt_cache
-from ourvidz.registry import registered_chat_worker
+from ourvidz.registry.workers import registered_chat_worker
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])
-GatewayDep = Annotated[Gateway, Depends(gateway)]
 CHAT_TIMEOUT_SECONDS = 60.0
-CHAT_HISTORY = 20
 EVENT_STREAM = "text/event-stream"
-_TIERS = list(ContentTier)  # in rank order: artistic < explicit < unrestricted
 _SSE_DESCRIPTION = (
     'With `stream: true` or `Accept: text/event-stream`: `event: delta` with `{"content": ...}` per piece'
     " of the reply, then `event: done` with the ChatResponse, or `event: error` with the error body"
@@ -71,21 +61,17 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class _Turn:
-    conversation_id: uuid.UUID
-    tier: ContentTier
-    messages: list[dict[str, str]]  # the tier's system prompt, then the history ending with this turn
-    sdxl_prompt: str
-
-
 @router.post("/playground-chat", response_model=ChatResponse, responses=_STREAM_DOC)
 def playground_chat(
     body: ChatRequest, request: Request, response: Response, user: User, gw: GatewayDep
 ) -> ChatResponse | StreamingResponse:
     """One chat turn; the user's message is kept even when no chat worker answers (503)."""
     gw.limits.hit("enhance", user.user_id, response)
-    turn = _record_turn(gw, user.user_id, body)
+    templates = prompt_cache(gw.sessions, gw.settings.prompt_cache_check_seconds).current()
+    turn = record_turn(
+        gw.sessions, templates, user.user_id, body.message, conversation_id=body.conversation_id,
+        project_id=body.project_id, requested=ContentTier(body.content_tier) if body.content_tier else None,
+    )  # fmt: skip
     if body.stream or (body.stream is None and _prefers_event_stream(request.headers.get("accept"))):
         stream = _open_stream(gw, turn)
         headers = {k: v for k, v in response.headers.items() if k.startswith("x-ratelimit-")}
@@ -94,79 +80,30 @@ def playground_chat(
             headers={**headers, "cache-control": "no-store", "x-accel-buffering": "no"},
         )  # fmt: skip
     reply = _ask_chat_worker(gw, turn)
+    message_id = store_reply(gw.sessions, turn, reply)
     return ChatResponse(
-        conversation_id=turn.conversation_id, response=reply, message_id=_store_reply(gw, turn, reply),
+        conversation_id=turn.conversation_id, response=reply, message_id=message_id,
         content_tier=turn.tier, sdxl_prompt=turn.sdxl_prompt,
     )  # fmt: skip
 
 
-def _record_turn(gw: Gateway, user_id: uuid.UUID, body: ChatRequest) -> _Turn:
-    """Check the text and the ids, keep the user's message, raise the conversation's tier if this turn
-    goes higher; the turn's tier is the higher of the conversation's and this message's."""
-    requested = ContentTier(body.content_tier or ContentTier.ARTISTIC)
-    verdict = enforce_content(gw, user_id, body.message, requested)
-    ensure_profile(gw.sessions, user_id)
-    with gw.sessions.begin() as session:
-        if body.project_id is not None:
-            project = session.get(Project, body.project_id)
-            if project is None or project.user_id != user_id:
-                raise not_found("project")
-        if body.conversation_id is not None:
-            conversation = session.get(Conversation, body.conversation_id)
-            if conversation is None or conversation.user_id != user_id:
-                raise not_found("conversation")
-            if _TIERS.index(conversation.content_tier) > _TIERS.index(verdict.tier):
-                # the conversation runs above this message: the profile must still allow its tier
-                enforce_content(gw, user_id, body.message, conversation.content_tier)
-            tier = ContentTier(max(conversation.content_tier, verdict.tier, key=_TIERS.index))
-            conversation.content_tier = tier
-        else:
-            tier = verdict.tier
-            conversation = Conversation(
-                user_id=user_id, project_id=body.project_id, title=body.message[:60], content_tier=tier
-            )
-            session.add(conversation)
-            session.flush()
-        session.add(Message(conversation_id=conversation.id, sender="user", content=body.message))
-        conversation_id = conversation.id
-        history = [
-            {"role": m.sender, "content": m.content}
-            for m in session.scalars(
-                select(Message).where(Message.conversation_id == conversation_id).order_by(Message.created_at)
-            ).all()[-CHAT_HISTORY:]
-        ]
-    system = prompt_cache(gw.sessions, gw.settings.prompt_cache_check_seconds).current().chat_prompt(tier)
-    return _Turn(
-        conversation_id, tier, [{"role": "system", "content": system}, *history],
-        conversation_prompt([m["content"] for m in history if m["role"] == "user"]).text,
-    )  # fmt: skip
-
-
-def _store_reply(gw: Gateway, turn: _Turn, reply: str) -> uuid.UUID:
-    with gw.sessions.begin() as session:
-        answer = Message(conversation_id=turn.conversation_id, sender="assistant", content=reply)
-        session.add(answer)
-        session.flush()
-        return answer.id
-
-
-def _unavailable(turn: _Turn, message: str, reason: str | None = None) -> ApiError:
+def _unavailable(turn: Turn, message: str, reason: str | None = None) -> ApiError:
     return ApiError(503, "CHAT_WORKER_UNAVAILABLE", message, _unavailable_details(turn, reason))
 
 
-def _unavailable_details(turn: _Turn, reason: str | None = None) -> dict[str, str]:
+def _unavailable_details(turn: Turn, reason: str | None = None) -> dict[str, str]:
     """Where the kept message is (a new conversation's id is known to the client no other way)."""
     return {"conversation_id": str(turn.conversation_id)} | ({"reason": reason} if reason else {})
 
 
-def _chat_worker(gw: Gateway, turn: _Turn) -> ChatWorker:
+def _chat_worker(gw: Gateway, turn: Turn) -> ChatWorker:
     chat_worker = registered_chat_worker(gw.sessions)
     if chat_worker is None:
         raise _unavailable(turn, "no healthy chat worker is registered; your message was kept")
     return chat_worker
 
 
-def _ask_chat_worker(gw: Gateway, turn: _Turn) -> str:
+def _ask_chat_worker(gw: Gateway, turn: Turn) -> str:
     chat_worker = _chat_worker(gw, turn)
     try:
         reply = chat_completion(chat_worker, turn.messages, CHAT_TIMEOUT_SECONDS)
@@ -178,7 +115,7 @@ def _ask_chat_worker(gw: Gateway, turn: _Turn) -> str:
     return reply
 
 
-def _open_stream(gw: Gateway, turn: _Turn) -> ChatStream:
+def _open_stream(gw: Gateway, turn: Turn) -> ChatStream:
     """The worker's reply stream, connected: a worker that cannot answer is the usual 503 here."""
     chat_worker = _chat_worker(gw, turn)
     try:
@@ -197,7 +134,7 @@ async def _closing(events: Generator[str, None, None]) -> AsyncIterator[str]:
         events.close()
 
 
-def _events(gw: Gateway, turn: _Turn, stream: ChatStream) -> Generator[str, None, None]:
+def _events(gw: Gateway, turn: Turn, stream: ChatStream) -> Generator[str, None, None]:
     """`delta` events as the reply arrives, then `done` once it is stored, or `error` (nothing stored)."""
     parts: list[str] = []
     with stream:
@@ -212,7 +149,7 @@ def _events(gw: Gateway, turn: _Turn, stream: ChatStream) -> Generator[str, None
             return
     reply = "".join(parts)
     try:
-        message_id = _store_reply(gw, turn, reply)
+        message_id = store_reply(gw.sessions, turn, reply)
     except (OperationalError, InterfaceError) as exc:  # the status line is sent: say it as an event
         logger.error("database unreachable: %s", exc)
         message = "the job database cannot be reached; the reply was not kept"

@@ -7,21 +7,18 @@ content policy.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from ourvidz.api.content import enforce_content
+from ourvidz.api.deps import Admin, GatewayDep, User
 from ourvidz.api.errors import ApiError
 from ourvidz.api.schemas import (
     EnhancePromptRequest,
     EnhancePromptResponse,
     SimpleResponse,
 )
-from ourvidz.api.security import Admin, User
-from ourvidz.api.state import Gateway, gateway
 from ourvidz.catalog import UnknownJobType, get_job_type
-from ourvidz.jobs.content import content_policy
+from ourvidz.jobs.content import check_text, content_policy
 from ourvidz.jobs.enhancement import (
     enhance,
     enhancement_metadata,
@@ -32,7 +29,6 @@ from ourvidz.jobs.enhancement import (
 from ourvidz.prompts.templates import Templates, bump_version, read_templates
 
 router = APIRouter(tags=["enhancement"])
-GatewayDep = Annotated[Gateway, Depends(gateway)]
 # The spec's `model_used`, by enhancement strategy.
 MODEL_USED = {
     "chat_worker": "chat_worker", "local_llm": "local_llm", "local_llm_fallback": "local_llm",
@@ -49,7 +45,7 @@ def enhance_prompt(
         job_type = get_job_type(body.job_type)
     except UnknownJobType as exc:
         raise ApiError(400, "INVALID_JOB_TYPE", str(exc), {"valid": exc.valid}) from None
-    enforce_content(gw, user.user_id, body.prompt)
+    check_text(gw.sessions, user.user_id, body.prompt)
     enhancers = replace(enhancers_for(gw.sessions, gw.settings), model=body.selected_model)
     result = enhance(
         body.prompt, job_type, enhancers, policy=content_policy(gw.settings),

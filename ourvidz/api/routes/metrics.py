@@ -8,14 +8,12 @@ that does not answer is the usual 503 (the scrape then counts as down).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.orm import Session, sessionmaker
 
-from ourvidz.api.security import ServiceOrAdmin
-from ourvidz.api.state import Gateway, gateway
+from ourvidz.api.deps import GatewayDep, ServiceOrAdmin
 from ourvidz.metrics import metrics_registry
 
 router = APIRouter(tags=["metrics"])
@@ -34,7 +32,7 @@ def _registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
 
 
 @router.get("/metrics", response_class=Response, responses=_EXPOSITION)
-def metrics(_caller: ServiceOrAdmin, gw: Annotated[Gateway, Depends(gateway)]) -> Response:
+def metrics(_caller: ServiceOrAdmin, gw: GatewayDep) -> Response:
     """Job counts, queue lengths, durations, processing rates, failures by code, storage, enhancement
     and worker health, from the job database (a sync endpoint: the queries run in the thread pool)."""
     return Response(generate_latest(_registry(gw.sessions)), media_type=CONTENT_TYPE_LATEST)

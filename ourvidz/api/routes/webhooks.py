@@ -6,16 +6,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
+from ourvidz.api.deps import Admin, GatewayDep
 from ourvidz.api.errors import not_found
-from ourvidz.api.security import Admin
-from ourvidz.api.state import Gateway, gateway
 from ourvidz.webhooks import Attempt, DeliveryStatus, History, list_deliveries, redeliver
 
 router = APIRouter(tags=["webhooks"])
-GatewayDep = Annotated[Gateway, Depends(gateway)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "bad parameters"}, 401: {"description": "no valid token"},
     403: {"description": "not an admin"}, 404: {"description": "unknown webhook id"},

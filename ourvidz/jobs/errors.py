@@ -1,0 +1,85 @@
+"""Why a job request cannot be done, and why a job failed: stable codes, the same at every entry point.
+
+A `JobError` is raised to the caller (the gateway answers it with the spec's error body, a flow run
+started from Prefect fails with `<code>: <message>`); a `Failure` is recorded on a failed job's row.
+Content refusals are the policy's own errors (`ourvidz.policy.PolicyError`), with their codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ourvidz.policy import PolicyError
+
+# Why a job failed, beyond the request checks (INVALID_PARAMETERS, CONTENT_PROHIBITED, ...).
+GENERATION_FAILED = "GENERATION_FAILED"  # the pipeline raised: the message is the exception's
+TIMEOUT = "TIMEOUT"
+OUT_OF_MEMORY = "OUT_OF_MEMORY"
+WORKER_LOST = "WORKER_LOST"  # its flow run was lost more often than its attempts allow
+WORKER_FAILED = "WORKER_FAILED"  # a worker outside Prefect reported the failure in its own words
+MAX_MESSAGE_CHARS = 2000
+
+
+class JobError(Exception):
+    """A request about a job that cannot be done as asked."""
+
+    code = "JOB_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code is not None:
+            self.code = code
+
+
+class InvalidJob(JobError):
+    """The request is malformed or outside what the job type allows (the client must change it)."""
+
+    code = "INVALID_PARAMETERS"
+
+
+class NotFound(JobError):
+    """The job (or a row it names) does not exist for this caller."""
+
+    code = "NOT_FOUND"
+
+
+class Conflict(JobError):
+    """The job's state does not allow this now (already final, an illegal move)."""
+
+    code = "CONFLICT"
+
+
+class OrchestratorUnavailable(JobError):
+    """Prefect cannot be reached and the request needs it; nothing changed, retry shortly."""
+
+    code = "ORCHESTRATOR_UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a job failed: a code for machines (metrics, clients) and a message for people."""
+
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failure:
+        """The failure an exception stands for: a refusal keeps its code, anything else is sorted by
+        its type (the message keeps the type, so an operator sees what raised)."""
+        if isinstance(exc, JobError | PolicyError):
+            return cls(exc.code, str(exc))
+        kind = type(exc).__name__
+        lowered = kind.lower()
+        if isinstance(exc, TimeoutError) or "timeout" in lowered:
+            code = TIMEOUT
+        elif "outofmemory" in lowered:
+            code = OUT_OF_MEMORY
+        else:
+            code = GENERATION_FAILED
+        return cls(code, f"{kind}: {exc}")
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"

@@ -1,0 +1,12 @@
+"""Names that Prefect objects and our code must agree on."""
+
+from __future__ import annotations
+
+GENERATION_FLOW = "generate"  # the flow every generation job runs as
+OURVIDZ_TAG = "ourvidz"  # every deployment of ours (the crash automation watches its runs' heartbeats)
+GENERATION_TAG = "generation"  # generation deployments (their crashed or cancelled runs start recovery)
+
+
+def deployment_name(queue: str) -> str:
+    """The `flow/deployment` name of a GPU work queue's generation deployment."""
+    return f"{GENERATION_FLOW}/{queue}"

@@ -1,0 +1,234 @@
+"""The end-to-end tier: the stack as real processes, shared by the session.
+
+A real Prefect server, the job database on PostgreSQL, bootstrap, a GPU worker process (`ourvidz
+worker`, tiny models on the CPU) and a gateway process (`ourvidz api`, which runs the dispatcher).
+Tests record jobs through the core or the gateway's HTTP API; the gateway's dispatcher, woken by
+each job's commit, creates their flow runs and the worker runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from sqlalchemy.orm import Session, sessionmaker
+
+from ourvidz.api.routes.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_callback
+from ourvidz.auth import Role, mint_token
+from ourvidz.config import Settings, get_settings
+from ourvidz.db import migrate
+from ourvidz.db.models import Job, Profile
+from ourvidz.db.session import sessions_for
+from ourvidz.jobs.create import JobRequest, create_job, ensure_profile
+from ourvidz.jobs.wake import wake_dispatchers
+from ourvidz.policy import ContentTier
+from ourvidz.registry.workers import CHAT, forget
+from ourvidz.stack import Stack, free_port, wait_for_http
+from tests.conftest import private_schema
+
+OURVIDZ = [sys.executable, "-m", "ourvidz"]
+
+
+@dataclass
+class Orchestra:
+    """Everything a flow or gateway test needs: settings shared with the processes, sessions, URLs."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    api_url: str
+    worker_health_url: str
+    gateway_url: str
+    stack: Stack
+    user_id: uuid.UUID
+
+    def token(self, user_id: uuid.UUID | None = None, admin: bool = False) -> str:
+        assert self.settings.jwt_secret is not None
+        roles = frozenset({Role.ADMIN}) if admin else frozenset()
+        return mint_token(
+            self.settings.jwt_secret.get_secret_value(), "authenticated", user_id or self.user_id, roles
+        )
+
+    def headers(self, user_id: uuid.UUID | None = None, admin: bool = False) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token(user_id, admin)}"}
+
+    def client(self) -> SyncPrefectClient:
+        return get_client(sync_client=True)
+
+    def submit(
+        self,
+        job_type: str,
+        prompt: str = "a lighthouse at dusk",
+        user_id: uuid.UUID | None = None,
+        **fields: Any,
+    ) -> uuid.UUID:
+        """Record a job (the gateway's dispatcher gives it its flow run)."""
+        request = JobRequest(user_id=user_id or self.user_id, job_type=job_type, prompt=prompt, **fields)
+        return create_job(self.sessions, request).job.id
+
+    def submit_refused_at_start(self, job_type: str, metadata: dict[str, Any]) -> uuid.UUID:
+        """A job asking for the explicit tier, accepted while its owner's profile allowed it, whose owner
+        loses the age verification before it starts: the flow's validate stage refuses it."""
+        user_id = uuid.uuid4()
+        ensure_profile(self.sessions, user_id, tier=ContentTier.EXPLICIT, age_verified=True)
+        held = uuid.uuid4()  # a run id of no run: no dispatcher takes the job until it is cleared
+        metadata = {**metadata, "content_tier": "explicit"}
+        request = JobRequest(
+            user_id=user_id, job_type=job_type, prompt="x", metadata=metadata, flow_run_id=held
+        )
+        job_id = create_job(self.sessions, request).job.id
+        with self.sessions.begin() as session:
+            session.get_one(Profile, user_id).age_verified = False
+            session.get_one(Job, job_id).flow_run_id = None
+            wake_dispatchers(session)
+        return job_id
+
+    def wait_final(self, job_ids: list[uuid.UUID], timeout: float = 180) -> dict[uuid.UUID, Job]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.stack.check_alive()
+            with self.sessions() as session:
+                jobs = {job_id: session.get_one(Job, job_id) for job_id in job_ids}
+            if all(job.status.is_final for job in jobs.values()):
+                return jobs
+            time.sleep(0.2)
+        raise AssertionError(f"jobs not final after {timeout} s: {[(j.id, j.status) for j in jobs.values()]}")
+
+    def wait_flow_run(self, job: Job, timeout: float = 60) -> FlowRun:
+        """The job's flow run once it is final (the callback stage runs after the job row is final)."""
+        assert job.flow_run_id is not None
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while True:
+                run = client.read_flow_run(job.flow_run_id)
+                if (run.state and run.state.is_final()) or time.monotonic() > deadline:
+                    return run
+                time.sleep(0.2)
+
+    def forget_chat_worker(self) -> None:
+        """Remove the registered chat worker, so later tests of the session see none."""
+        forget(self.sessions, CHAT)
+
+    def worker_status(self) -> dict:
+        return httpx.get(self.worker_health_url, timeout=5).json()
+
+
+@pytest.fixture(scope="session")
+def orchestra_database(postgres_admin: sa.Engine) -> Iterator[str]:
+    """The job database of the session's processes: a private PostgreSQL schema."""
+    with private_schema(postgres_admin, "orch") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def orchestra(tmp_path_factory: pytest.TempPathFactory, orchestra_database: str) -> Iterator[Orchestra]:
+    data_dir: Path = tmp_path_factory.mktemp("orchestra")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OURVIDZ_")}
+    env.update({"OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_DATABASE_URL": orchestra_database})
+    env["OURVIDZ_PROMPT_CACHE_CHECK_SECONDS"] = "0.5"  # a cache refresh reaches the processes quickly
+    stack = Stack(data_dir, env=env)
+    try:
+        api_url = stack.start_prefect_server(free_port())
+        settings = Settings(data_dir=data_dir, database_url=orchestra_database)
+        migrate.upgrade(settings.database_url)
+        stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
+        health_port = free_port()
+        worker = stack.start(
+            "gpu-worker", [*OURVIDZ, "worker", "--limit", "8", "--health-port", str(health_port)]
+        )
+        health_url = f"http://127.0.0.1:{health_port}/health"
+        wait_for_http(health_url, 300, worker)
+        gateway_port = free_port()
+        gateway = stack.start("gateway", [*OURVIDZ, "api", "--port", str(gateway_port)])
+        gateway_url = f"http://127.0.0.1:{gateway_port}"
+        wait_for_http(f"{gateway_url}/health", 60, gateway)
+        sessions = sessions_for(settings.database_url)
+        user_id = uuid.uuid4()
+        ensure_profile(sessions, user_id)
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield Orchestra(settings, sessions, api_url, health_url, gateway_url, stack, user_id)
+    finally:
+        stack.stop()
+
+
+@contextmanager
+def extra_gateway(
+    orchestra: Orchestra,
+    name: str,
+    prefect_url: str,
+    database_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Another `ourvidz api` process beside the session's, with its own Prefect URL (and database)."""
+    # No client retries: calls to an unreachable Prefect fail at once instead of backing off.
+    env = {**orchestra.stack.env, "PREFECT_API_URL": prefect_url, "PREFECT_CLIENT_MAX_RETRIES": "0"}
+    env.update(extra_env or {})
+    if database_url is not None:
+        env["OURVIDZ_DATABASE_URL"] = database_url
+    stack = Stack(orchestra.settings.data_dir, env=env)
+    port = free_port()
+    try:
+        process = stack.start(name, [*OURVIDZ, "api", "--port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/health", 60, process)
+        yield url
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def as_orchestra(orchestra: Orchestra, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Flows run in this test process read the settings of the orchestra's processes."""
+    monkeypatch.setenv("OURVIDZ_DATA_DIR", str(orchestra.settings.data_dir))
+    monkeypatch.setenv("OURVIDZ_DATABASE_URL", orchestra.settings.database_url)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def private_database(postgres_admin: sa.Engine) -> Iterator[str]:
+    """A migrated job database nobody else uses (jobs in it are never run)."""
+    with private_schema(postgres_admin, "gw") as url:
+        migrate.upgrade(url)
+        yield url
+
+
+_STAMPS: set[int] = set()  # every report gets its own timestamp, as a worker's retry would
+
+
+def signed_callback(
+    orchestra: Orchestra, url: str, body: dict[str, Any], stamp: int | None = None, tamper: bool = False
+) -> httpx.Response:
+    """A worker's signed `POST /job-callback` to the gateway at `url` (`tamper`: the body is changed
+    after signing)."""
+    raw = json.dumps(body).encode()
+    stamp = stamp or _fresh_stamp()
+    assert orchestra.settings.callback_secret is not None
+    signature = sign_callback(orchestra.settings.callback_secret.get_secret_value(), stamp, raw)
+    sent = raw.replace(b"completed", b"failed") if tamper else raw
+    headers = {TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: signature, "content-type": "application/json"}
+    return httpx.post(f"{url}/job-callback", content=sent, headers=headers, timeout=30)
+
+
+def _fresh_stamp() -> int:
+    """Now, or the latest second before it not used yet (a counter subtracted from the clock repeats a
+    stamp whenever the clock ticks between two calls, and a repeated signature is refused as a replay)."""
+    stamp = int(time.time())
+    while stamp in _STAMPS:
+        stamp -= 1
+    _STAMPS.add(stamp)
+    return stamp

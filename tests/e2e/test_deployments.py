@@ -1,0 +1,160 @@
+"""Bootstrap creates the pool, queues and deployments from code, and re-running it changes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deployments.automations import CRASH_SILENT_RUNS, RECOVER_CRASHED_JOBS
+from deployments.definitions import (
+    DEFAULT_JOB_TYPES,
+    GENERATION_ENTRYPOINT,
+    GENERATION_QUEUES,
+    GENERATION_TAGS,
+    MAINTENANCE_CONCURRENCY,
+    MAINTENANCE_DEPLOYMENT,
+    MAINTENANCE_FLOWS,
+    MAINTENANCE_QUEUE,
+    MAINTENANCE_TAGS,
+    RECOVERY_FLOW_NAME,
+    generation_description,
+)
+from ourvidz.orchestration.names import deployment_name
+from tests.e2e.conftest import OURVIDZ, Orchestra
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _server_state(orchestra: Orchestra) -> dict[str, Any]:
+    with orchestra.client() as client:
+        pool = client.read_work_pool("gpu")
+        queues = {q: client.read_work_queue_by_name(q, work_pool_name="gpu") for q in GENERATION_QUEUES}
+        deployments = {q: client.read_deployment_by_name(deployment_name(q)) for q in GENERATION_QUEUES}
+    # Configuration only: `updated` also moves whenever a worker polls a queue or deployment.
+    return {
+        "pool": (pool.id, pool.type, pool.base_job_template, pool.concurrency_limit),
+        "queues": {q: (w.id, w.concurrency_limit, w.is_paused, w.priority) for q, w in queues.items()},
+        "deployments": {
+            q: (d.id, d.entrypoint, d.work_pool_name, d.work_queue_name, sorted(d.tags), d.description,
+                d.parameter_openapi_schema, d.parameters, d.version)
+            for q, d in deployments.items()
+        },
+    }  # fmt: skip
+
+
+def _bootstrap(orchestra: Orchestra, **env: str) -> list[str]:
+    result = subprocess.run(
+        [*OURVIDZ, "bootstrap"],
+        env={**orchestra.stack.env, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_bootstrap_made_what_the_workers_need(orchestra: Orchestra) -> None:
+    state = _server_state(orchestra)
+    assert state["pool"][1] == "ourvidz-gpu"
+    assert {q: limit for q, (_, limit, *_) in state["queues"].items()} == {"sdxl": 1, "wan": 1}
+    for queue, (_, entrypoint, pool, work_queue, tags, _, schema, parameters, _) in state[
+        "deployments"
+    ].items():
+        assert (entrypoint, pool, work_queue, tags) == (
+            GENERATION_ENTRYPOINT,
+            "gpu",
+            queue,
+            sorted(GENERATION_TAGS),
+        )
+        assert parameters == {"job_type": DEFAULT_JOB_TYPES[queue]}  # the operator's run form starts there
+        assert {"job_type", "prompt", "num_images", "seed", "user_id", "webhook_url", "job_id"} <= set(
+            schema["properties"]
+        )
+
+
+def test_bootstrap_twice_changes_nothing(orchestra: Orchestra) -> None:
+    before = _server_state(orchestra)
+    _bootstrap(orchestra)  # whatever earlier tests did to the server, two runs in a row: the second
+    lines = _bootstrap(orchestra)  # must find everything as it wants it ("updated (why)" otherwise)
+    # operator profile, pool, 2 queues, 2 generation deployments, maintenance pool and flows, 2 automations
+    assert len(lines) == 7 + len(MAINTENANCE_FLOWS) + 2, lines
+    assert [line for line in lines if line.split()[0] != "unchanged"] == []
+    assert _server_state(orchestra) == before
+
+
+def test_bootstrap_applies_a_changed_limit_and_only_that(orchestra: Orchestra) -> None:
+    before = _server_state(orchestra)
+    try:
+        lines = _bootstrap(orchestra, OURVIDZ_SDXL_CONCURRENCY="2")
+        assert [line.split(maxsplit=1)[1] for line in lines if line.split()[0] != "unchanged"] == [
+            "work queue sdxl"
+        ]
+        assert "updated  work queue sdxl" in "\n".join(lines)
+        after = _server_state(orchestra)
+        assert after["queues"]["sdxl"][1] == 2 and after["deployments"] == before["deployments"]
+    finally:
+        _bootstrap(orchestra)
+    assert _server_state(orchestra)["queues"]["sdxl"][1] == 1
+
+
+def test_prefect_yaml_declares_the_same_deployments() -> None:
+    project = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    declared = {
+        (d["name"], d["entrypoint"]): (d["work_pool"]["name"], d["work_pool"]["work_queue_name"], d["tags"],
+                                       d["description"], [s["interval"] for s in d.get("schedules", [])],
+                                       d.get("concurrency_limit"), d.get("parameters"))
+        for d in project["deployments"]
+    }  # fmt: skip
+    assert declared == {
+        **{
+            (q, GENERATION_ENTRYPOINT): ("gpu", q, list(GENERATION_TAGS), generation_description(q), [], None,
+                                         {"job_type": DEFAULT_JOB_TYPES[q]})
+            for q in GENERATION_QUEUES
+        },
+        **{
+            (MAINTENANCE_DEPLOYMENT, f.entrypoint): (
+                "maintenance", MAINTENANCE_QUEUE, list(MAINTENANCE_TAGS), f.description,
+                [f.interval_seconds] if f.interval_seconds else [], MAINTENANCE_CONCURRENCY, None,
+            )
+            for f in MAINTENANCE_FLOWS
+        },
+    }  # fmt: skip
+
+
+def test_bootstrap_deploys_the_maintenance_flows_on_their_schedules(orchestra: Orchestra) -> None:
+    with orchestra.client() as client:
+        assert client.read_work_pool("maintenance").type == "ourvidz-gpu"
+        refresh = client.read_deployment_by_name(f"refresh-prompt-cache/{MAINTENANCE_DEPLOYMENT}")
+        batch = client.read_deployment_by_name(f"enhance-prompts/{MAINTENANCE_DEPLOYMENT}")
+    assert [s.schedule.interval.total_seconds() for s in refresh.schedules] == [300]  # type: ignore[union-attr]
+    assert (refresh.work_pool_name, batch.work_pool_name) == ("maintenance", "maintenance")
+    assert batch.schedules == []
+
+
+def test_prefect_cli_starts_our_worker_type(orchestra: Orchestra) -> None:
+    result = subprocess.run(
+        ["prefect", "worker", "start", "--type", "ourvidz-gpu", "--pool", "gpu-cli-check", "--run-once"],
+        env=orchestra.stack.env, capture_output=True, text=True, timeout=120,
+        executable=str(Path(OURVIDZ[0]).with_name("prefect")),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    with orchestra.client() as client:
+        assert client.read_work_pool("gpu-cli-check").type == "ourvidz-gpu"
+
+
+def test_bootstrap_creates_the_crash_recovery_automations(orchestra: Orchestra) -> None:
+    with orchestra.client() as client:
+        recover = client.read_deployment_by_name(f"{RECOVERY_FLOW_NAME}/{MAINTENANCE_DEPLOYMENT}")
+        silent = client.read_automations_by_name(CRASH_SILENT_RUNS)
+        crashed = client.read_automations_by_name(RECOVER_CRASHED_JOBS)
+    assert len(silent) == len(crashed) == 1
+    trigger = silent[0].trigger
+    assert trigger.posture == "Proactive" and trigger.within.total_seconds() == 60  # type: ignore[union-attr]
+    assert [action.type for action in silent[0].actions] == ["change-flow-run-state"]
+    (run,) = crashed[0].actions
+    assert (run.type, run.deployment_id) == ("run-deployment", recover.id)  # type: ignore[union-attr]
+    assert crashed[0].trigger.expect == {"prefect.flow-run.Crashed", "prefect.flow-run.Cancelled"}  # type: ignore[union-attr]

@@ -1,0 +1,174 @@
+"""Generation jobs through a real Prefect server and a real GPU worker process."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import time
+import uuid
+from pathlib import Path
+
+from PIL import Image as PILImage
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+from prefect.client.schemas.objects import StateType
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+from prefect.states import Cancelling
+from sqlalchemy import select
+
+from ourvidz.db.models import Image, Job, UsageLog, Video
+from ourvidz.job_status import JobStatus
+from ourvidz.storage import Storage
+from tests.e2e.conftest import Orchestra
+
+SMALL_SDXL = {"width": 128, "height": 128, "steps": 4}
+SMALL_VIDEO = {"width": 64, "height": 64, "steps": 3, "frames": 9}
+
+
+def _task_names(orchestra: Orchestra, flow_run_id: uuid.UUID) -> list[str]:
+    with orchestra.client() as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            task_run_filter=TaskRunFilter(),
+        )
+    return sorted(run.name.rsplit("-", 1)[0] for run in runs)
+
+
+def test_a_job_of_each_queue_completes_with_files(orchestra: Orchestra) -> None:
+    image_id = orchestra.submit("sdxl_image_fast", metadata={**SMALL_SDXL, "num_images": 3})
+    video_id = orchestra.submit("video_fast", metadata=SMALL_VIDEO)
+    jobs = orchestra.wait_final([image_id, video_id])
+    storage = Storage(orchestra.settings.storage_url)
+    with orchestra.sessions() as session:
+        for job in jobs.values():
+            assert (job.status, job.progress, job.error_message) == (JobStatus.COMPLETED, 100, None)
+            assert job.started_at is not None and job.completed_at is not None and job.attempts == 1
+            assert job.enhancement_strategy == "none" and job.enhanced_prompt == job.original_prompt
+            run = orchestra.wait_flow_run(job)
+            assert run.state_type is StateType.COMPLETED
+            assert run.name == f"{job.job_type}-{job.id}"
+            assert _task_names(orchestra, run.id) == ["conclude", "enhance", "generate", "validate"]
+            usage = session.scalars(select(UsageLog).where(UsageLog.job_id == job.id)).one()
+            assert usage.credits_consumed == {"sdxl_image_fast": 3 * 1, "video_fast": 3}[job.job_type]
+        images = session.scalars(
+            select(Image).where(Image.job_id == image_id).order_by(Image.image_index)
+        ).all()
+        assert [image.image_index for image in images] == [0, 1, 2]
+        assert len({image.seed for image in images}) == 3
+        assert jobs[image_id].image_id == images[0].id
+        for image in images:
+            assert image.bucket and image.storage_key
+            picture = PILImage.open(io.BytesIO(storage.get(image.bucket, image.storage_key)))
+            assert picture.size == (128, 128)
+        video = session.scalars(select(Video).where(Video.job_id == video_id)).one()
+        assert jobs[video_id].video_id == video.id
+        assert (video.frames, video.fps, video.width, video.height) == (9, 16, 64, 64)
+        assert video.bucket and video.storage_key and video.thumbnail_key
+        assert storage.size(video.bucket, video.storage_key) == video.size_bytes
+        assert storage.exists(video.bucket, video.thumbnail_key)
+
+
+def test_progress_artifact_and_events_reach_prefect(orchestra: Orchestra) -> None:
+    job_id = orchestra.submit("sdxl_image_fast", metadata=SMALL_SDXL)
+    orchestra.wait_final([job_id])
+    with orchestra.client() as client:
+        artifact = client.read_latest_artifacts(artifact_filter=None)  # type: ignore[arg-type]
+        keys = {a.key: a for a in artifact}
+        assert keys[f"job-{job_id}"].type == "progress" and float(keys[f"job-{job_id}"].data) >= 95
+        assert keys[f"job-{job_id}-outputs"].type == "table"
+    names = _events(orchestra, job_id)
+    assert {"ourvidz.job.processing", "ourvidz.job.progress", "ourvidz.job.completed"} <= set(names)
+
+
+def _events(orchestra: Orchestra, job_id: uuid.UUID, timeout: float = 10) -> list[str]:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            page = await client.read_events(
+                EventFilter(
+                    event=EventNameFilter(prefix=["ourvidz.job."]),
+                    resource=EventResourceFilter(id=[f"ourvidz.job.{job_id}"]),
+                ),
+                limit=50,
+            )
+        return [event.event for event in page.events]
+
+    deadline = time.monotonic() + timeout
+    names: list[str] = []
+    while time.monotonic() < deadline:  # events are written asynchronously by the server
+        names = asyncio.run(read())
+        if "ourvidz.job.completed" in names or "ourvidz.job.failed" in names:
+            break
+        time.sleep(0.3)
+    return names
+
+
+def test_a_failing_generation_fails_the_job_once(orchestra: Orchestra) -> None:
+    """A bucket whose folder cannot be created makes the generate stage fail: no retry, job failed."""
+    blocked = Path(orchestra.settings.storage_url.removeprefix("file://")) / "blocked-bucket"
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.mkdir(exist_ok=True)
+    (blocked / str(orchestra.user_id)).write_text("a file where a folder must go")
+    job_id = orchestra.submit("sdxl_image_fast", metadata={**SMALL_SDXL, "bucket": "blocked-bucket"})
+    job = orchestra.wait_final([job_id])[job_id]
+    assert job.status is JobStatus.FAILED and job.attempts == 1 and job.error_code == "GENERATION_FAILED"
+    assert job.error_message and (
+        "NotADirectoryError" in job.error_message or "FileExistsError" in job.error_message
+    )
+    run = orchestra.wait_flow_run(job)
+    assert run.state_type is StateType.FAILED and run.run_count == 1
+    assert _task_names(orchestra, run.id).count("generate") == 1
+    time.sleep(2)  # nothing comes back for another try
+    with orchestra.client() as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    assert [r.run_count for r in runs] == [1]
+    with orchestra.sessions() as session:
+        assert session.get_one(Job, job_id).attempts == 1
+
+
+def test_a_job_refused_by_validation_fails_with_its_reason(orchestra: Orchestra) -> None:
+    job_id = orchestra.submit_refused_at_start("sdxl_image_fast", SMALL_SDXL)
+    job = orchestra.wait_final([job_id])[job_id]
+    assert (job.status, job.error_code, job.attempts) == (JobStatus.FAILED, "CONTENT_TIER_NOT_ALLOWED", 0)
+    assert orchestra.wait_flow_run(job).state_type is StateType.FAILED
+
+
+def test_queue_concurrency_limit_holds_with_five_jobs_in_flight(orchestra: Orchestra) -> None:
+    job_ids = [orchestra.submit("sdxl_image_fast", metadata=SMALL_SDXL) for _ in range(5)]
+    jobs = orchestra.wait_final(job_ids)
+    assert all(job.status is JobStatus.COMPLETED for job in jobs.values())
+    spans = sorted((job.started_at, job.completed_at) for job in jobs.values())
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end is not None and start is not None and start >= end, "two sdxl jobs overlapped"
+    status = orchestra.worker_status()
+    assert status["high_water"]["sdxl"] == 1 and status["limit"] == 8
+
+
+def test_cancelling_a_running_job_stops_it_between_steps(orchestra: Orchestra) -> None:
+    job_id = orchestra.submit("sdxl_image_fast", metadata={"width": 256, "height": 256, "steps": 100})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with orchestra.sessions() as session:
+            job = session.get_one(Job, job_id)
+        if job.progress > 0:
+            break
+        time.sleep(0.1)
+    assert job.status is JobStatus.PROCESSING and job.flow_run_id is not None
+    with orchestra.client() as client:
+        client.set_flow_run_state(job.flow_run_id, Cancelling(), force=True)
+    job = orchestra.wait_final([job_id], timeout=60)[job_id]
+    assert job.status is JobStatus.CANCELLED and 0 < job.progress < 95
+    assert orchestra.wait_flow_run(job).state_type is StateType.CANCELLED
+    with orchestra.sessions() as session:
+        placeholder = session.scalars(select(Image).where(Image.job_id == job_id)).one()
+        assert (placeholder.status, placeholder.storage_key) == ("cancelled", None)
+
+
+def test_the_worker_keeps_one_pipeline_per_model(orchestra: Orchestra) -> None:
+    job_ids = [
+        orchestra.submit("image_fast", metadata={"width": 64, "height": 64, "steps": 2}) for _ in range(3)
+    ]
+    orchestra.wait_final(job_ids)
+    assert orchestra.worker_status()["model_loads"] == {"sdxl": 1, "wan": 1}

@@ -1,0 +1,131 @@
+"""The gateway tier: the gateway application served in this process (uvicorn on a thread, lifespan
+included: its Prefect client, event hub and dispatcher), over real HTTP and WebSockets on loopback,
+against a real Prefect server started here on SQLite and bootstrapped. The job database is SQLite.
+No GPU worker runs: jobs move through the gateway's own endpoints (queue, cancel, worker callbacks),
+and the flow runs its dispatcher creates stay scheduled. Peers (chat worker, webhook receiver) are
+real HTTP servers on loopback too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from prefect.events.worker import EventsWorker
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from sqlalchemy.orm import Session, sessionmaker
+
+from deployments.bootstrap import bootstrap
+from ourvidz.api.app import create_app
+from ourvidz.api.deps import SERVICE_KEY_HEADER
+from ourvidz.api.routes.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_callback
+from ourvidz.auth import Role, mint_token
+from ourvidz.config import Settings
+from ourvidz.db import migrate
+from ourvidz.db.session import sessions_for
+from ourvidz.jobs.create import ensure_profile
+from ourvidz.stack import Stack, free_port
+
+
+@dataclass
+class Gateway:
+    url: str
+    app: FastAPI
+    settings: Settings
+    sessions: sessionmaker[Session]
+    api_url: str  # the Prefect server's
+
+    def user(self, **profile: Any) -> uuid.UUID:
+        """A new user with a profile (`tier=`, `age_verified=` as `ensure_profile` takes them)."""
+        user_id = uuid.uuid4()
+        ensure_profile(self.sessions, user_id, **profile)
+        return user_id
+
+    def token(self, user_id: uuid.UUID, admin: bool = False) -> str:
+        assert self.settings.jwt_secret is not None
+        roles = frozenset({Role.ADMIN}) if admin else frozenset()
+        return mint_token(self.settings.jwt_secret.get_secret_value(), "authenticated", user_id, roles)
+
+    def headers(self, user_id: uuid.UUID, admin: bool = False) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token(user_id, admin)}"}
+
+    def service(self) -> dict[str, str]:
+        assert self.settings.service_key is not None
+        return {SERVICE_KEY_HEADER: self.settings.service_key.get_secret_value()}
+
+    def callback(self, body: dict[str, Any] | bytes, *, stamp: int | None = None) -> httpx.Response:
+        """A worker's signed `job-callback`, each with a timestamp of its own (a repeat is a replay)."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        stamp = stamp or _fresh_stamp()
+        assert self.settings.callback_secret is not None
+        signature = sign_callback(self.settings.callback_secret.get_secret_value(), stamp, raw)
+        headers = {
+            TIMESTAMP_HEADER: str(stamp),
+            SIGNATURE_HEADER: signature,
+            "content-type": "application/json",
+        }
+        return httpx.post(f"{self.url}/job-callback", content=raw, headers=headers, timeout=30)
+
+
+_STAMPS: set[int] = set()
+
+
+def _fresh_stamp() -> int:
+    """Now, or the latest second before it not used yet (a counter subtracted from the clock repeats a
+    stamp whenever the clock ticks between two calls, and a repeated signature is refused as a replay)."""
+    stamp = int(time.time())
+    while stamp in _STAMPS:
+        stamp -= 1
+    _STAMPS.add(stamp)
+    return stamp
+
+
+@pytest.fixture(scope="package")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    data_dir: Path = tmp_path_factory.mktemp("gateway")
+    database = f"sqlite:///{data_dir / 'jobs.db'}"
+    migrate.upgrade(database)
+    settings = Settings(data_dir=data_dir, database_url=database, prompt_cache_check_seconds=0.5)
+    stack = Stack(data_dir)
+    try:
+        api_url = stack.start_prefect_server(free_port())
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            asyncio.run(bootstrap(settings))
+            app = create_app(settings)
+            with serving(app) as url:
+                yield Gateway(url, app, settings, sessions_for(database), api_url)
+            EventsWorker.drain_all()  # the next tier's events go to its own server
+    finally:
+        stack.stop()
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """`app` served by uvicorn on a thread of this process, until the block ends; its base URL. The
+    thread runs in a copy of this context, so the app sees the Prefect settings in force here."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(server.run,), name="gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
