@@ -94,7 +94,12 @@ class Stack:
         """A Prefect server on SQLite under the data dir; returns its API URL once it answers."""
         prefect_home = self.data_dir / "prefect"
         prefect_home.mkdir(parents=True, exist_ok=True)
-        env = {"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        api_url = f"http://127.0.0.1:{port}/api"
+        env = {
+            "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # the UI asks this address for its data (it assumes port 4200 otherwise)
+            "PREFECT_UI_API_URL": self.env.get("PREFECT_UI_API_URL") or api_url,
+        }  # fmt: skip
         # SQLite under the data dir unless the environment names another database (e.g. PostgreSQL).
         env.setdefault(
             "PREFECT_SERVER_DATABASE_CONNECTION_URL",
@@ -113,7 +118,6 @@ class Stack:
             str(port),
         ]
         process = self.start("prefect-server", args, env, nice=nice)
-        api_url = f"http://127.0.0.1:{port}/api"
         wait_for_http(f"{api_url}/health", timeout, process)
         self.env["PREFECT_API_URL"] = api_url
         return api_url

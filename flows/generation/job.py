@@ -45,8 +45,8 @@ def run_name() -> str:
 @flow(name=GENERATION_FLOW, flow_run_name=run_name, retries=0, persist_result=False)
 async def generate_job(
     job_type: str = "",
-    prompt: str | None = None,
-    negative_prompt: str | None = None,
+    prompt: str = "",
+    negative_prompt: str = "",
     num_images: int | None = None,
     seed: int | None = None,
     width: int | None = None,
@@ -80,14 +80,14 @@ async def generate_job(
         job_id: A job recorded by the gateway; given, the other parameters but job_type are not used.
     """
     if job_id is None:
-        fields = {"negative_prompt": negative_prompt, "num_images": num_images, "seed": seed, "width": width,
-                  "height": height, "steps": steps, "guidance": guidance, "frames": frames,
+        fields = {"negative_prompt": negative_prompt or None, "num_images": num_images, "seed": seed,
+                  "width": width, "height": height, "steps": steps, "guidance": guidance, "frames": frames,
                   "content_tier": content_tier}  # fmt: skip
         try:
             job_id = await _create_job(job_type, prompt, fields, user_id, webhook_url)
         except (JobError, PolicyError) as exc:
             return Failed(message=str(Failure.of(exc)))
-    elif prompt is not None:
+    elif prompt:
         return Failed(message=str(Failure("INVALID_PARAMETERS", "give either job_id or a prompt, not both")))
     try:
         spec = validate(job_id)
@@ -116,7 +116,7 @@ async def generate_job(
 
 async def _create_job(
     job_type: str,
-    prompt: str | None,
+    prompt: str,
     fields: dict[str, Any],
     user_id: uuid.UUID | None,
     webhook_url: str | None,
