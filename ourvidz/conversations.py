@@ -18,7 +18,7 @@ from ourvidz.db.models import Conversation, Message, Project
 from ourvidz.jobs.content import check_text
 from ourvidz.jobs.create import ensure_profile
 from ourvidz.jobs.errors import NotFound
-from ourvidz.policy import ContentTier
+from ourvidz.policy import ContentPolicy, ContentTier
 from ourvidz.prompts.conversation import conversation_prompt
 from ourvidz.prompts.templates import Templates
 
@@ -43,10 +43,11 @@ def record_turn(
     conversation_id: uuid.UUID | None = None,
     project_id: uuid.UUID | None = None,
     requested: ContentTier | None = None,
+    policy: ContentPolicy | None = None,
 ) -> Turn:
     """Check the text and the ids, keep the user's message, raise the conversation's tier if this turn
     goes higher; returns what the chat worker is asked."""
-    verdict = check_text(sessions, user_id, message, requested or ContentTier.ARTISTIC)
+    verdict = check_text(sessions, user_id, message, requested or ContentTier.ARTISTIC, policy)
     ensure_profile(sessions, user_id)
     with sessions.begin() as session:
         if project_id is not None:
@@ -59,7 +60,7 @@ def record_turn(
                 raise NotFound("conversation not found")
             if _TIERS.index(conversation.content_tier) > _TIERS.index(verdict.tier):
                 # the conversation runs above this message: the profile must still allow its tier
-                check_text(sessions, user_id, message, conversation.content_tier)
+                check_text(sessions, user_id, message, conversation.content_tier, policy)
             tier = ContentTier(max(conversation.content_tier, verdict.tier, key=_TIERS.index))
             conversation.content_tier = tier
         else:

@@ -25,9 +25,11 @@ from ourvidz.api.replay import ReplayGuard
 from ourvidz.auth import InvalidToken, Principal, Role, decode_token
 from ourvidz.config import Settings
 from ourvidz.db.models import Job, UserRole
+from ourvidz.jobs.content import content_policy
 from ourvidz.jobs.lifecycle import Announcer
 from ourvidz.orchestration.pool import PoolWatch
 from ourvidz.orchestration.runs import FlowRuns
+from ourvidz.policy import ContentPolicy
 from ourvidz.storage import Storage
 
 SERVICE_KEY_HEADER = "x-service-key"
@@ -46,6 +48,10 @@ class Gateway:
     pool: PoolWatch
     announcer: Announcer  # webhooks' first attempts in the background: answers never wait for them
     events: EventHub | None = None
+
+    def policy(self) -> ContentPolicy:
+        """The content policy of this gateway's vocabularies, re-read when an operator changed them."""
+        return content_policy(self.settings)
 
 
 async def gateway(request: Request) -> Gateway:

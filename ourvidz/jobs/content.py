@@ -41,8 +41,12 @@ def check_content(
 
 
 def check_text(
-    sessions: sessionmaker[Session], user_id: uuid.UUID, text: str, requested: ContentTier | None = None
+    sessions: sessionmaker[Session],
+    user_id: uuid.UUID,
+    text: str,
+    requested: ContentTier | None = None,
+    policy: ContentPolicy | None = None,
 ) -> Verdict:
     """`check_content` in a session of its own (an enhancement or a chat turn)."""
     with sessions() as session:
-        return check_content(session, user_id, text, requested)
+        return check_content(session, user_id, text, requested, policy)

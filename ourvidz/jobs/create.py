@@ -25,7 +25,7 @@ from ourvidz.jobs.content import check_content
 from ourvidz.jobs.errors import InvalidJob, NotFound
 from ourvidz.jobs.spec import Checked, check_job
 from ourvidz.jobs.wake import wake_dispatchers
-from ourvidz.policy import ContentTier
+from ourvidz.policy import ContentPolicy, ContentTier
 
 # The profile that owns jobs an operator starts from Prefect without naming a user (bootstrap makes it).
 OPERATOR_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "https://ourvidz.local/operator")
@@ -64,14 +64,17 @@ class Accepted(NamedTuple):
 
 
 def accept_job(
-    sessions: sessionmaker[Session], request: JobRequest, max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    sessions: sessionmaker[Session],
+    request: JobRequest,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    policy: ContentPolicy | None = None,
 ) -> Accepted:
     """Record the job and count its queue in one transaction (the gateway's hot path: a handful of
     round trips and one commit). A retry with the same idempotency key gets the first job, also when
     the two race (the unique constraint stops the second insert)."""
     try:
         with sessions.begin() as session:
-            new = add_job(session, request, max_metadata_bytes)
+            new = add_job(session, request, max_metadata_bytes, policy)
             return Accepted(new.job, new.created, queue_length(session, new.job.queue))
     except IntegrityError:
         if (earlier := earlier_job(sessions, request.user_id, request.idempotency_key)) is None:
@@ -81,20 +84,27 @@ def accept_job(
 
 
 def create_job(
-    sessions: sessionmaker[Session], request: JobRequest, max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    sessions: sessionmaker[Session],
+    request: JobRequest,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    policy: ContentPolicy | None = None,
 ) -> NewJob:
     """`accept_job` without the queue count."""
-    accepted = accept_job(sessions, request, max_metadata_bytes)
+    accepted = accept_job(sessions, request, max_metadata_bytes, policy)
     return NewJob(accepted.job, accepted.created)
 
 
 def add_job(
-    session: Session, request: JobRequest, max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    session: Session,
+    request: JobRequest,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    policy: ContentPolicy | None = None,
 ) -> NewJob:
     """A queued job, checked like the flow will check it; raises on bad input. Runs in the caller's
     transaction. The job's output row is linked now (the given image/video row, or a new placeholder),
     so a client can show it before generation ends. Dispatchers are woken when the transaction commits
-    (a job started in Prefect already has its run and needs none)."""
+    (a job started in Prefect already has its run and needs none). `policy`: the process's own
+    (operator vocabularies included) when not given."""
     checked = _checked(request, max_metadata_bytes)
     job_type, prompt = checked.job_type, checked.prompt
     if request.idempotency_key is not None:
@@ -104,7 +114,7 @@ def add_job(
         if earlier is not None:
             return NewJob(earlier, False)
     _check_ownership(session, request)
-    check_content(session, request.user_id, prompt, checked.tier)
+    check_content(session, request.user_id, prompt, checked.tier, policy)
     if session.get(Profile, request.user_id) is None:  # first job of an authenticated user
         try:
             with session.begin_nested():  # two first requests at once: the second finds the first's

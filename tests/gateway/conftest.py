@@ -37,6 +37,7 @@ from ourvidz.config import Settings
 from ourvidz.db import migrate
 from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import ensure_profile
+from ourvidz.registry.workers import CHAT, forget
 from ourvidz.stack import Stack, free_port
 
 
@@ -48,19 +49,26 @@ class Gateway:
     sessions: sessionmaker[Session]
     api_url: str  # the Prefect server's
 
+    user_id: uuid.UUID  # a user of the whole tier, for tests where whose job it is does not matter
+
     def user(self, **profile: Any) -> uuid.UUID:
         """A new user with a profile (`tier=`, `age_verified=` as `ensure_profile` takes them)."""
         user_id = uuid.uuid4()
         ensure_profile(self.sessions, user_id, **profile)
         return user_id
 
-    def token(self, user_id: uuid.UUID, admin: bool = False) -> str:
+    def token(self, user_id: uuid.UUID | None = None, admin: bool = False) -> str:
         assert self.settings.jwt_secret is not None
         roles = frozenset({Role.ADMIN}) if admin else frozenset()
-        return mint_token(self.settings.jwt_secret.get_secret_value(), "authenticated", user_id, roles)
+        secret = self.settings.jwt_secret.get_secret_value()
+        return mint_token(secret, "authenticated", user_id or self.user_id, roles)
 
-    def headers(self, user_id: uuid.UUID, admin: bool = False) -> dict[str, str]:
+    def headers(self, user_id: uuid.UUID | None = None, admin: bool = False) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token(user_id, admin)}"}
+
+    def forget_chat_worker(self) -> None:
+        """Remove the registered chat worker, so later tests see none."""
+        forget(self.sessions, CHAT)
 
     def service(self) -> dict[str, str]:
         assert self.settings.service_key is not None
@@ -106,7 +114,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             asyncio.run(bootstrap(settings))
             app = create_app(settings)
             with serving(app) as url:
-                yield Gateway(url, app, settings, sessions_for(database), api_url)
+                sessions = sessions_for(database)
+                user_id = uuid.uuid4()
+                ensure_profile(sessions, user_id)
+                yield Gateway(url, app, settings, sessions, api_url, user_id)
             EventsWorker.drain_all()  # the next tier's events go to its own server
     finally:
         stack.stop()

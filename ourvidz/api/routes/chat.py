@@ -71,6 +71,7 @@ def playground_chat(
     turn = record_turn(
         gw.sessions, templates, user.user_id, body.message, conversation_id=body.conversation_id,
         project_id=body.project_id, requested=ContentTier(body.content_tier) if body.content_tier else None,
+        policy=gw.policy(),
     )  # fmt: skip
     if body.stream or (body.stream is None and _prefers_event_stream(request.headers.get("accept"))):
         stream = _open_stream(gw, turn)

@@ -18,7 +18,7 @@ from ourvidz.api.schemas import (
     SimpleResponse,
 )
 from ourvidz.catalog import UnknownJobType, get_job_type
-from ourvidz.jobs.content import check_text, content_policy
+from ourvidz.jobs.content import check_text
 from ourvidz.jobs.enhancement import (
     enhance,
     enhancement_metadata,
@@ -45,10 +45,11 @@ def enhance_prompt(
         job_type = get_job_type(body.job_type)
     except UnknownJobType as exc:
         raise ApiError(400, "INVALID_JOB_TYPE", str(exc), {"valid": exc.valid}) from None
-    check_text(gw.sessions, user.user_id, body.prompt)
+    policy = gw.policy()
+    check_text(gw.sessions, user.user_id, body.prompt, policy=policy)
     enhancers = replace(enhancers_for(gw.sessions, gw.settings), model=body.selected_model)
     result = enhance(
-        body.prompt, job_type, enhancers, policy=content_policy(gw.settings),
+        body.prompt, job_type, enhancers, policy=policy,
         templates=templates_for(gw.sessions, gw.settings),
     )  # fmt: skip
     metadata = {
@@ -82,7 +83,7 @@ def validate_enhancement_fix(_admin: Admin, gw: GatewayDep) -> SimpleResponse:
     skipped: dict[str, str] = {}
     with gw.sessions() as session:
         templates = Templates(read_templates(session, skipped))
-    cases = validate_enhancer(content_policy(gw.settings), templates, enhancers_for(gw.sessions, gw.settings))
+    cases = validate_enhancer(gw.policy(), templates, enhancers_for(gw.sessions, gw.settings))
     failed = [case for case in cases if not case["passed"]]
     return SimpleResponse(
         success=not failed and not skipped,

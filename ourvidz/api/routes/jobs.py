@@ -53,9 +53,8 @@ def queued_answer(
     gw: Gateway, user: Principal, body: QueueJobRequest, response: Response, idempotency_key: str | None
 ) -> QueueJobResponse:
     """Record the job a request asks for and answer in the spec's shape (queue-job, admin images)."""
-    accepted = accept_job(
-        gw.sessions, body.job_request(user.user_id, idempotency_key), gw.settings.max_metadata_bytes
-    )
+    request = body.job_request(user.user_id, idempotency_key)
+    accepted = accept_job(gw.sessions, request, gw.settings.max_metadata_bytes, gw.policy())
     if not accepted.created:
         response.status_code = 200
     online = gw.pool.online
