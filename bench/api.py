@@ -1,25 +1,28 @@
-"""Gateway load benchmark: queue-job latency and throughput against `ourvidz api` on PostgreSQL.
+"""Gateway load benchmark: queue-job latency and throughput against `ourvidz api` on PostgreSQL, this
+tree against an earlier commit in the same run.
 
-    python bench/api.py                          # 100 requests/s, then 20 and 100 clients
+    python bench/api.py --before 1f49422          # 100 requests/s, then 20 clients, for each setup
     python bench/api.py --duration 30 --json out.json --prefect-db sqlite
 
 Starts a Prefect server on a fresh PostgreSQL database of the same server (the scale-out setup;
-`--prefect-db sqlite` for the embedded default), bootstraps it, and the gateway on a fresh PostgreSQL
-schema (`--database`, default the local `test` database). No GPU worker runs: jobs stay queued, but
-each one is recorded and dispatched to Prefect exactly as in production. Phases, each started only
-once the previous one's jobs all have their flow run (that wait is reported as the dispatch lag):
+`--prefect-db sqlite` for the embedded default) at OURVIDZ_BACKGROUND_NICE, bootstraps it, and
+gateways on a fresh PostgreSQL schema (`--database`, default the local `test` database). No GPU worker
+runs: jobs stay queued, but each one is recorded and dispatched to Prefect exactly as in production.
+Setups, one after the other:
 
-- baseline: queue-job at a fixed rate (open loop: whatever the answers take; the spec's < 100 ms
-  target is at 100/s), the gateway dispatching each job itself (OURVIDZ_DISPATCH=inline), every
-  process at normal CPU priority;
-- the same load as `ourvidz up` runs it: the gateway only records jobs, `ourvidz dispatcher` creates
-  their flow runs, and the dispatcher and the Prefect server run at OURVIDZ_BACKGROUND_NICE;
-- the same with the Prefect server stopped (SIGSTOP): the gateway's own cost, its jobs dispatched
-  after SIGCONT;
-- closed loop: N clients each send queue-job as fast as answers come (throughput, latency);
-- `GET /health` (no auth, no database) at the same rate, the floor of any answer.
+- before (with `--before`): that commit's gateway and `ourvidz dispatcher` (at the background
+  niceness), as its `ourvidz up` ran them;
+- this tree as `ourvidz up` runs it: the gateway, which records jobs and runs the dispatcher itself;
+- this tree with the dispatcher in a process of its own at the background niceness
+  (OURVIDZ_GATEWAY_DISPATCHES=false on the gateway);
+- the last one with the Prefect server stopped (SIGSTOP): the gateway's own cost.
 
-Targets: queue-job p99 <= 100 ms at 100 requests/s on this 2-core machine.
+For each: queue-job at a fixed rate (open loop: whatever the answers take; the target is at 100/s),
+then N clients each sending as fast as answers come (closed loop); last, `GET /health` (no auth, no
+database) at the same rate, the floor of any answer. Each phase starts once the previous one's jobs
+all have their flow run; that wait is reported as the dispatch lag.
+
+Target: queue-job p99 <= 100 ms at 100 requests/s on this 2-core machine, and no worse than before.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from ourvidz.db.models import Job
 from ourvidz.db.session import make_engine, sessions_for
 from ourvidz.stack import Stack, free_port, wait_for_http
 
+from checkouts import describe, earlier, env_for
 from report import percentile, publish
 from scratch import scratch_schema, user_tokens
 
@@ -156,20 +160,6 @@ def paused_process(process: subprocess.Popen[bytes], paused: bool) -> Iterator[N
             os.killpg(process.pid, signal.SIGCONT)
 
 
-def renice(process: subprocess.Popen[bytes], nice: int) -> None:
-    """Set the niceness of every thread in the process's group (Linux /proc; niceness is per thread)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            group = int(stat.read_text().rsplit(")", 1)[1].split()[2])
-            threads = [int(task.name) for task in (stat.parent / "task").iterdir()]
-        except (OSError, ValueError):  # gone meanwhile
-            continue
-        if group == process.pid:
-            for thread in threads:
-                with contextlib.suppress(ProcessLookupError):
-                    os.setpriority(os.PRIO_PROCESS, thread, nice)
-
-
 def cpu_seconds(*stacks: Stack) -> dict[str, float]:
     """User + system CPU seconds used so far by each process of the stacks (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -181,11 +171,16 @@ def cpu_seconds(*stacks: Stack) -> dict[str, float]:
     return used
 
 
-def start_gateway(tmp: str, env: dict[str, str], dispatch: str, nice: int) -> tuple[Stack, str]:
-    """`ourvidz api` with OURVIDZ_DISPATCH=`dispatch`; in `dispatcher` mode also `ourvidz dispatcher` at
-    niceness `nice`, as `ourvidz up` runs them."""
-    stack = Stack(Path(tmp), env={**env, "OURVIDZ_DISPATCH": dispatch})
-    if dispatch == "dispatcher":
+def start_gateway(
+    tmp: str, env: dict[str, str], nice: int, tree: Path | None, dispatcher_process: bool
+) -> tuple[Stack, str]:
+    """`ourvidz api` of `tree` (None: this one); with `dispatcher_process`, `ourvidz dispatcher` beside it
+    at niceness `nice` and the gateway told not to dispatch (in either tree's spelling)."""
+    setup = {**env_for(tree)}
+    if dispatcher_process:
+        setup |= {"OURVIDZ_DISPATCH": "dispatcher", "OURVIDZ_GATEWAY_DISPATCHES": "false"}
+    stack = Stack(Path(tmp), env={**env, **setup})
+    if dispatcher_process:
         stack.start("dispatcher", [*OURVIDZ, "dispatcher"], nice=nice)
     port = free_port()
     gateway = stack.start("gateway", [*OURVIDZ, "api", "--port", str(port)])
@@ -229,13 +224,13 @@ def run_phase(
 
 def print_table(results: list[dict[str, Any]]) -> None:
     header = ("phase", "load", "requests", "errors", "rps", "p50 ms", "p99 ms", "lag s", "cpu ms/req")
-    print("\n{:<44} {:>10} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>25}".format(*header))
+    print("\n{:<62} {:>10} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>25}".format(*header))
     for r in results:
         load = f"{r['clients']} clients" if "clients" in r else f"{r['rate_rps']:.0f}/s"
         cpu = f"{r['gateway_cpu_ms_per_request']:>6} + {r['prefect-server_cpu_ms_per_request']:>6}"
         cpu += f" + {r.get('dispatcher_cpu_ms_per_request', '-'):>6}"
         print(
-            f"{r['phase']:<44} {load:>10} {r['requests']:>8} {r['errors']:>6} {r['throughput_rps']:>7.1f} "
+            f"{r['phase']:<62} {load:>10} {r['requests']:>8} {r['errors']:>6} {r['throughput_rps']:>7.1f} "
             f"{r['p50_ms']:>7} {r['p99_ms']:>7} {r['dispatch_lag_s']:>6} {cpu:>25}"
         )
 
@@ -246,7 +241,7 @@ def main() -> None:
     )
     parser.add_argument("--database", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase")
-    parser.add_argument("--clients", type=int, nargs="*", default=[20, 100])
+    parser.add_argument("--clients", type=int, nargs="*", default=[20])
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument(
         "--prefect-db",
@@ -255,12 +250,14 @@ def main() -> None:
         help="the Prefect server's database",
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--before", help="an earlier commit whose gateway and dispatcher are measured too")
     args = parser.parse_args()
 
     results: list[dict[str, Any]] = []
     with (
         scratch_schema(args.database) as (database_url, schema),
         tempfile.TemporaryDirectory(prefix="ourvidz-bench-api-") as tmp,
+        contextlib.ExitStack() as trees,
     ):
         stack = Stack(Path(tmp))
         stack.env.update({
@@ -270,44 +267,61 @@ def main() -> None:
         if args.prefect_db == "postgres":
             stack.env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = prefect_database(args.database, schema)
         try:
-            stack.start_prefect_server(free_port())
             settings = Settings(data_dir=Path(tmp), database_url=database_url)
+            nice = settings.background_nice
+            stack.start_prefect_server(free_port(), nice=nice)
             migrate.upgrade(database_url)
             stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
             sessions = sessions_for(database_url)
             tokens = user_tokens(settings, sessions, USERS)
-            nice = settings.background_nice
-            # The baseline: the gateway dispatching inline, every process at normal priority.
-            gateways, url = start_gateway(tmp, stack.env, "inline", nice)
-            asyncio.run(closed_loop(url, tokens, 5, 2.0))  # warm-up: connections, caches; not reported
-            wait_dispatched(sessions)
-            open_jobs = partial(open_loop, url, tokens, args.rate, args.duration)
-            label = "queue-job, gateway dispatches, all nice 0"
-            results.append(run_phase(label, open_jobs, stack, gateways, sessions, paused=False))
-            gateways.stop()
-            # As `ourvidz up` runs it: a recording gateway, the dispatcher and Prefect at lower priority.
-            renice(stack.processes["prefect-server"], nice)
-            gateways, url = start_gateway(tmp, stack.env, "dispatcher", nice)
-            asyncio.run(closed_loop(url, tokens, 5, 2.0))
-            wait_dispatched(sessions)
-            open_jobs = partial(open_loop, url, tokens, args.rate, args.duration)
-            phases: list[tuple[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]], bool]] = [
-                (f"queue-job, dispatcher, background nice {nice}", open_jobs, False),
-                ("queue-job, dispatcher, Prefect paused", open_jobs, True),
-                *[
-                    ("queue-job, dispatcher", partial(closed_loop, url, tokens, n, args.duration), False)
-                    for n in args.clients
-                ],
-                ("baseline GET /health", partial(open_loop, url, None, args.rate, args.duration), False),
+            setups: list[tuple[str, Path | None, bool]] = []
+            if args.before:
+                setups.append(
+                    (
+                        f"before ({describe(args.before).split()[0]}), dispatcher process",
+                        trees.enter_context(earlier(args.before)),
+                        True,
+                    )
+                )
+            setups += [
+                ("dispatcher in the gateway (`ourvidz up`)", None, False),
+                ("dispatcher process", None, True),
             ]
-            for label, phase, paused in phases:
-                results.append(run_phase(label, phase, stack, gateways, sessions, paused))
-            gateways.stop()
+            for label, tree, dispatcher_process in setups:
+                gateways, url = start_gateway(tmp, stack.env, nice, tree, dispatcher_process)
+                asyncio.run(closed_loop(url, tokens, 5, 2.0))  # warm-up: connections, caches; not reported
+                wait_dispatched(sessions)
+                phases: list[tuple[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]], bool]] = [
+                    (f"{label}: queue-job", partial(open_loop, url, tokens, args.rate, args.duration), False),
+                    *[
+                        (f"{label}: queue-job", partial(closed_loop, url, tokens, n, args.duration), False)
+                        for n in args.clients
+                    ],
+                ]
+                if tree is None and dispatcher_process:
+                    phases.append(
+                        (
+                            f"{label}: queue-job, Prefect paused",
+                            partial(open_loop, url, tokens, args.rate, args.duration),
+                            True,
+                        )
+                    )
+                    phases.append(
+                        (
+                            "baseline GET /health",
+                            partial(open_loop, url, None, args.rate, args.duration),
+                            False,
+                        )
+                    )
+                for phase_label, phase, paused in phases:
+                    results.append(run_phase(phase_label, phase, stack, gateways, sessions, paused))
+                gateways.stop()
         finally:
             stack.stop()
             if args.prefect_db == "postgres":
                 drop_database(args.database, schema)
     output = {
+        "before": describe(args.before) if args.before else None,
         "duration_s": args.duration,
         "prefect_db": args.prefect_db,
         "results": results,
