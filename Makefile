@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test test-unit lint demo clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,14 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
-	$(PY) -m pytest
+# The unit tier needs no service; `test` then runs its PostgreSQL variants, the gateway tier and the
+# end-to-end tier (PostgreSQL, Redis, Chromium).
+test-unit: setup
+	$(PY) -m pytest tests/unit -m "not postgres"
+
+test: lint test-unit
+	$(PY) -m pytest tests/unit -m postgres
+	$(PY) -m pytest tests/gateway tests/e2e
 
 demo: setup
 	$(VENV)/bin/ourvidz demo

@@ -8,7 +8,8 @@ Starts a Prefect server on a fresh PostgreSQL database of the same server (the s
 `--prefect-db sqlite` for the embedded default) at OURVIDZ_BACKGROUND_NICE, bootstraps it, and
 gateways on a fresh PostgreSQL schema (`--database`, default the local `test` database). No GPU worker
 runs: jobs stay queued, but each one is recorded and dispatched to Prefect exactly as in production.
-Setups, one after the other:
+Setups, each on a Prefect server and job database of its own, in `--rounds` rounds (every other one
+in reverse order, so that no setup always runs first):
 
 - before (with `--before`): that commit's gateway and `ourvidz dispatcher` (at the background
   niceness), as its `ourvidz up` ran them;
@@ -223,16 +224,68 @@ def run_phase(
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    header = ("phase", "load", "requests", "errors", "rps", "p50 ms", "p99 ms", "lag s", "cpu ms/req")
-    print("\n{:<62} {:>10} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>25}".format(*header))
+    header = ("round", "phase", "load", "requests", "errors", "rps", "p50 ms", "p99 ms", "lag s")
+    header += ("cpu ms/req",)
+    print("\n{:<5} {:<62} {:>10} {:>8} {:>6} {:>7} {:>7} {:>7} {:>6} {:>25}".format(*header))
     for r in results:
         load = f"{r['clients']} clients" if "clients" in r else f"{r['rate_rps']:.0f}/s"
         cpu = f"{r['gateway_cpu_ms_per_request']:>6} + {r['prefect-server_cpu_ms_per_request']:>6}"
         cpu += f" + {r.get('dispatcher_cpu_ms_per_request', '-'):>6}"
         print(
-            f"{r['phase']:<62} {load:>10} {r['requests']:>8} {r['errors']:>6} {r['throughput_rps']:>7.1f} "
-            f"{r['p50_ms']:>7} {r['p99_ms']:>7} {r['dispatch_lag_s']:>6} {cpu:>25}"
+            f"{r['round']:<5} {r['phase']:<62} {load:>10} {r['requests']:>8} {r['errors']:>6} "
+            f"{r['throughput_rps']:>7.1f} {r['p50_ms']:>7} {r['p99_ms']:>7} {r['dispatch_lag_s']:>6} "
+            f"{cpu:>25}"
         )
+
+
+def measure_setup(
+    args: argparse.Namespace, label: str, tree: Path | None, dispatcher_process: bool
+) -> list[dict[str, Any]]:
+    """The phases of one setup, on a Prefect server and job database of its own: what earlier setups
+    left in them (thousands of late flow runs) does not slow this one down."""
+    results = []
+    with (
+        scratch_schema(args.database) as (database_url, schema),
+        tempfile.TemporaryDirectory(prefix="ourvidz-bench-api-") as tmp,
+    ):
+        stack = Stack(Path(tmp))
+        stack.env.update({
+            "OURVIDZ_DATA_DIR": tmp, "OURVIDZ_DATABASE_URL": database_url,
+            "OURVIDZ_RATE_LIMIT_JOBS": "1000000/minute",
+        })  # fmt: skip
+        if args.prefect_db == "postgres":
+            stack.env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = prefect_database(args.database, schema)
+        try:
+            settings = Settings(data_dir=Path(tmp), database_url=database_url)
+            nice = settings.background_nice
+            stack.start_prefect_server(free_port(), nice=nice)
+            migrate.upgrade(database_url)
+            stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
+            sessions = sessions_for(database_url)
+            tokens = user_tokens(settings, sessions, USERS)
+            gateways, url = start_gateway(tmp, stack.env, nice, tree, dispatcher_process)
+            try:
+                asyncio.run(closed_loop(url, tokens, 5, 2.0))  # warm-up: connections, caches; not reported
+                wait_dispatched(sessions)
+                phases: list[tuple[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]], bool]] = [
+                    (f"{label}: queue-job", partial(open_loop, url, tokens, args.rate, args.duration), False),
+                    *[(f"{label}: queue-job", partial(closed_loop, url, tokens, n, args.duration), False)
+                      for n in args.clients],
+                ]  # fmt: skip
+                if tree is None and dispatcher_process:
+                    paused = partial(open_loop, url, tokens, args.rate, args.duration)
+                    health = partial(open_loop, url, None, args.rate, args.duration)
+                    phases += [(f"{label}: queue-job, Prefect paused", paused, True),
+                               ("baseline GET /health", health, False)]  # fmt: skip
+                for phase_label, phase, pause in phases:
+                    results.append(run_phase(phase_label, phase, stack, gateways, sessions, pause))
+            finally:
+                gateways.stop()
+        finally:
+            stack.stop()
+            if args.prefect_db == "postgres":
+                drop_database(args.database, schema)
+    return results
 
 
 def main() -> None:
@@ -251,77 +304,26 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--before", help="an earlier commit whose gateway and dispatcher are measured too")
+    parser.add_argument("--rounds", type=int, default=2, help="each setup this often, in alternating order")
     args = parser.parse_args()
 
     results: list[dict[str, Any]] = []
-    with (
-        scratch_schema(args.database) as (database_url, schema),
-        tempfile.TemporaryDirectory(prefix="ourvidz-bench-api-") as tmp,
-        contextlib.ExitStack() as trees,
-    ):
-        stack = Stack(Path(tmp))
-        stack.env.update({
-            "OURVIDZ_DATA_DIR": tmp, "OURVIDZ_DATABASE_URL": database_url,
-            "OURVIDZ_RATE_LIMIT_JOBS": "1000000/minute",
-        })  # fmt: skip
-        if args.prefect_db == "postgres":
-            stack.env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = prefect_database(args.database, schema)
-        try:
-            settings = Settings(data_dir=Path(tmp), database_url=database_url)
-            nice = settings.background_nice
-            stack.start_prefect_server(free_port(), nice=nice)
-            migrate.upgrade(database_url)
-            stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
-            sessions = sessions_for(database_url)
-            tokens = user_tokens(settings, sessions, USERS)
-            setups: list[tuple[str, Path | None, bool]] = []
-            if args.before:
-                setups.append(
-                    (
-                        f"before ({describe(args.before).split()[0]}), dispatcher process",
-                        trees.enter_context(earlier(args.before)),
-                        True,
-                    )
-                )
-            setups += [
-                ("dispatcher in the gateway (`ourvidz up`)", None, False),
-                ("dispatcher process", None, True),
-            ]
-            for label, tree, dispatcher_process in setups:
-                gateways, url = start_gateway(tmp, stack.env, nice, tree, dispatcher_process)
-                asyncio.run(closed_loop(url, tokens, 5, 2.0))  # warm-up: connections, caches; not reported
-                wait_dispatched(sessions)
-                phases: list[tuple[str, Callable[[], Coroutine[Any, Any, dict[str, Any]]], bool]] = [
-                    (f"{label}: queue-job", partial(open_loop, url, tokens, args.rate, args.duration), False),
-                    *[
-                        (f"{label}: queue-job", partial(closed_loop, url, tokens, n, args.duration), False)
-                        for n in args.clients
-                    ],
-                ]
-                if tree is None and dispatcher_process:
-                    phases.append(
-                        (
-                            f"{label}: queue-job, Prefect paused",
-                            partial(open_loop, url, tokens, args.rate, args.duration),
-                            True,
-                        )
-                    )
-                    phases.append(
-                        (
-                            "baseline GET /health",
-                            partial(open_loop, url, None, args.rate, args.duration),
-                            False,
-                        )
-                    )
-                for phase_label, phase, paused in phases:
-                    results.append(run_phase(phase_label, phase, stack, gateways, sessions, paused))
-                gateways.stop()
-        finally:
-            stack.stop()
-            if args.prefect_db == "postgres":
-                drop_database(args.database, schema)
+    with contextlib.ExitStack() as trees:
+        setups: list[tuple[str, Path | None, bool]] = [
+            ("dispatcher in the gateway (`ourvidz up`)", None, False),
+            ("dispatcher process", None, True),
+        ]
+        if args.before:
+            before = (f"before ({describe(args.before).split()[0]}), dispatcher process",
+                      trees.enter_context(earlier(args.before)), True)  # fmt: skip
+            setups.insert(0, before)
+        for round_ in range(args.rounds):  # every other round in reverse: no setup always goes first
+            for label, tree, dispatcher_process in setups if round_ % 2 == 0 else setups[::-1]:
+                for result in measure_setup(args, label, tree, dispatcher_process):
+                    results.append({**result, "round": round_ + 1})
     output = {
         "before": describe(args.before) if args.before else None,
+        "rounds": args.rounds,
         "duration_s": args.duration,
         "prefect_db": args.prefect_db,
         "results": results,

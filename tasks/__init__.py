@@ -1,1 +1,2 @@
-"""Thin Prefect tasks (retries, timeouts, concurrency), each calling one core function of `ourvidz`."""
+"""Thin Prefect tasks (retries, caching off), each calling one core function: `tasks/<area>.py` holds
+the tasks of the flows in `flows/<area>/`."""

@@ -15,8 +15,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from ourvidz.db.models import Job
 from ourvidz.jobs.callbacks import WorkerReport
 from ourvidz.jobs.create import JobRequest, Url
-from ourvidz.jobs.files import StoredFile
 from ourvidz.jobs.outputs import Output
+from ourvidz.jobs.view import StoredFile
 from ourvidz.storage import InvalidStorageKey, validate_key
 
 

@@ -19,6 +19,7 @@ from ourvidz.jobs.conclude import conclude
 from ourvidz.jobs.errors import WORKER_FAILED, Conflict, Failure, NotFound
 from ourvidz.jobs.lifecycle import Announcer, move
 from ourvidz.jobs.outputs import Output
+from ourvidz.jobs.view import read_job
 
 NO_MESSAGE = "the worker reported a failure without a message"
 
@@ -42,7 +43,7 @@ def apply_report(sessions: sessionmaker[Session], report: WorkerReport, announce
     """Apply the report; raises NotFound for an unknown job and Conflict for a move the life cycle
     does not allow (a report of the status the job already has is answered as done)."""
     target = JobStatus(report.status)
-    current = _read(sessions, report.job_id)
+    current = read_job(sessions, report.job_id)
     if current.status is target:
         return Applied(current, f"job already {target}; nothing changed")
     if current.status.is_final:
@@ -59,9 +60,9 @@ def apply_report(sessions: sessionmaker[Session], report: WorkerReport, announce
             prompt=report.enhanced_prompt, announcer=announcer,
         )  # fmt: skip
         if ended is None:  # it ended meanwhile, by another hand
-            job = _read(sessions, report.job_id)
+            job = read_job(sessions, report.job_id)
             raise Conflict(str(IllegalTransition(job.status, target)), code="ILLEGAL_TRANSITION")
-    return Applied(_read(sessions, report.job_id), f"job {target}")
+    return Applied(read_job(sessions, report.job_id), f"job {target}")
 
 
 def _processing(sessions: sessionmaker[Session], report: WorkerReport, announcer: Announcer) -> None:
@@ -94,14 +95,6 @@ def _details(job: Job, report: WorkerReport) -> None:
 
 def _locked(session: Session, job_id: uuid.UUID) -> Job:
     job = session.get(Job, job_id, with_for_update=True)
-    if job is None:
-        raise NotFound("job not found")
-    return job
-
-
-def _read(sessions: sessionmaker[Session], job_id: uuid.UUID) -> Job:
-    with sessions() as session:
-        job = session.get(Job, job_id)
     if job is None:
         raise NotFound("job not found")
     return job

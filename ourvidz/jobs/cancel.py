@@ -19,8 +19,9 @@ from ourvidz.db.models import Job
 from ourvidz.db.types import utcnow
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.conclude import conclude
-from ourvidz.jobs.errors import Conflict, NotFound, OrchestratorUnavailable
+from ourvidz.jobs.errors import Conflict, OrchestratorUnavailable
 from ourvidz.jobs.lifecycle import Announcer
+from ourvidz.jobs.view import read_job
 from ourvidz.orchestration.runs import FlowRuns, PrefectUnavailable
 
 CANCELLED_BY_REQUEST = "cancelled on request"
@@ -37,7 +38,7 @@ async def cancel_job(
 ) -> Cancellation:
     """Cancel the job now or at its next generation step; raises Conflict if it is already final and
     OrchestratorUnavailable if a running job cannot be reached through Prefect."""
-    job = await asyncio.to_thread(_read, sessions, job_id)
+    job = await asyncio.to_thread(read_job, sessions, job_id)
     if job.status is JobStatus.QUEUED:
         ended = await asyncio.to_thread(_end, sessions, job_id, announcer)
         if ended:
@@ -45,9 +46,9 @@ async def cancel_job(
                 with contextlib.suppress(PrefectUnavailable):  # a run that starts anyway does nothing
                     await runs.cancel(job.flow_run_id, CANCELLED_BY_REQUEST)
             return Cancellation(
-                await asyncio.to_thread(_read, sessions, job_id), "job cancelled before it started"
+                await asyncio.to_thread(read_job, sessions, job_id), "job cancelled before it started"
             )
-        job = await asyncio.to_thread(_read, sessions, job_id)  # it started (or ended) meanwhile
+        job = await asyncio.to_thread(read_job, sessions, job_id)  # it started (or ended) meanwhile
     if job.status.is_final:
         raise Conflict(f"the job is already {job.status}", code="JOB_ALREADY_FINAL")
     live = False
@@ -62,16 +63,8 @@ async def cancel_job(
     if not await asyncio.to_thread(_end, sessions, job_id, announcer):
         raise Conflict("the job ended meanwhile", code="JOB_ALREADY_FINAL")
     return Cancellation(
-        await asyncio.to_thread(_read, sessions, job_id), "job cancelled (no run was generating it)"
+        await asyncio.to_thread(read_job, sessions, job_id), "job cancelled (no run was generating it)"
     )
-
-
-def _read(sessions: sessionmaker[Session], job_id: uuid.UUID) -> Job:
-    with sessions() as session:
-        job = session.get(Job, job_id)
-    if job is None:
-        raise NotFound("job not found")
-    return job
 
 
 def _note_request(sessions: sessionmaker[Session], job_id: uuid.UUID) -> None:

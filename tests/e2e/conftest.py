@@ -39,6 +39,7 @@ from ourvidz.policy import ContentTier
 from ourvidz.registry.workers import CHAT, forget
 from ourvidz.stack import Stack, free_port, wait_for_http
 from tests.conftest import private_schema
+from tests.waiting import fresh_stamp
 
 OURVIDZ = [sys.executable, "-m", "ourvidz"]
 
@@ -207,28 +208,15 @@ def private_database(postgres_admin: sa.Engine) -> Iterator[str]:
         yield url
 
 
-_STAMPS: set[int] = set()  # every report gets its own timestamp, as a worker's retry would
-
-
 def signed_callback(
     orchestra: Orchestra, url: str, body: dict[str, Any], stamp: int | None = None, tamper: bool = False
 ) -> httpx.Response:
     """A worker's signed `POST /job-callback` to the gateway at `url` (`tamper`: the body is changed
     after signing)."""
     raw = json.dumps(body).encode()
-    stamp = stamp or _fresh_stamp()
+    stamp = stamp or fresh_stamp()  # every report its own, as a worker's retry would
     assert orchestra.settings.callback_secret is not None
     signature = sign_callback(orchestra.settings.callback_secret.get_secret_value(), stamp, raw)
     sent = raw.replace(b"completed", b"failed") if tamper else raw
     headers = {TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: signature, "content-type": "application/json"}
     return httpx.post(f"{url}/job-callback", content=sent, headers=headers, timeout=30)
-
-
-def _fresh_stamp() -> int:
-    """Now, or the latest second before it not used yet (a counter subtracted from the clock repeats a
-    stamp whenever the clock ticks between two calls, and a repeated signature is refused as a replay)."""
-    stamp = int(time.time())
-    while stamp in _STAMPS:
-        stamp -= 1
-    _STAMPS.add(stamp)
-    return stamp

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import Job
 from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import ensure_profile
 from tests.e2e.conftest import Orchestra, extra_gateway
 from tests.peers import SwitchableProxy
+from tests.waiting import flow_run_of
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
@@ -124,14 +124,10 @@ def test_a_job_accepted_while_prefect_is_away_is_dispatched_when_it_returns(
         with sessions() as session:
             assert session.get_one(Job, job_id).flow_run_id is None
         proxy.up = True
-        _wait_until(lambda: _flow_run_of(sessions, job_id) is not None, timeout=60)
+        run_id = flow_run_of(sessions, job_id, timeout=60)
+        assert run_id is not None
     with orchestra.client() as client:
-        assert client.read_flow_run(_flow_run_of(sessions, job_id)).idempotency_key == str(job_id)
-
-
-def _flow_run_of(sessions: sessionmaker[Session], job_id: uuid.UUID) -> uuid.UUID | None:
-    with sessions() as session:
-        return session.get_one(Job, job_id).flow_run_id
+        assert client.read_flow_run(run_id).idempotency_key == str(job_id)
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float) -> None:

@@ -8,22 +8,20 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 import uuid
 from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db import migrate
-from ourvidz.db.models import Job
 from ourvidz.db.session import sessions_for
 from ourvidz.db.types import utcnow
 from ourvidz.jobs.create import JobRequest, add_job, ensure_profile
 from ourvidz.jobs.wake import QueuedJobs
 from ourvidz.stack import Stack
 from tests.e2e.conftest import OURVIDZ, Orchestra, extra_gateway
+from tests.waiting import flow_run_of
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 NOT_DISPATCHING = {"OURVIDZ_GATEWAY_DISPATCHES": "false"}
@@ -37,16 +35,6 @@ def job_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         migrate.upgrade(url)
         return url
     return request.getfixturevalue("private_database")
-
-
-def _flow_run_of(sessions: sessionmaker[Session], job_id: uuid.UUID, timeout: float) -> uuid.UUID | None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with sessions() as session:
-            flow_run_id = session.get_one(Job, job_id).flow_run_id
-        if flow_run_id is not None or time.monotonic() > deadline:
-            return flow_run_id
-        time.sleep(0.1)
 
 
 def test_a_dispatcher_process_serves_gateways_that_only_record(
@@ -63,18 +51,18 @@ def test_a_dispatcher_process_serves_gateways_that_only_record(
         first = httpx.post(f"{gateway}/queue-job", json=body, headers=headers, timeout=30)
         assert first.status_code == 201, first.text
         first_id = uuid.UUID(first.json()["job"]["id"])
-        assert _flow_run_of(sessions, first_id, timeout=2) is None  # recorded, not dispatched
+        assert flow_run_of(sessions, first_id, timeout=2) is None  # recorded, not dispatched
 
         dispatcher = Stack(orchestra.settings.data_dir, env={**orchestra.stack.env})
         dispatcher.env["OURVIDZ_DATABASE_URL"] = job_database
         try:
             process = dispatcher.start("dispatcher", [*OURVIDZ, "dispatcher"])
-            first_run = _flow_run_of(sessions, first_id, timeout=60)  # the backlog, at start
+            first_run = flow_run_of(sessions, first_id, timeout=60)  # the backlog, at start
             second = httpx.post(
                 f"{gateway}/queue-job", json={**body, "prompt": "second"}, headers=headers, timeout=30
             )
             second_id = uuid.UUID(second.json()["job"]["id"])
-            second_run = _flow_run_of(sessions, second_id, timeout=60)  # a job recorded meanwhile
+            second_run = flow_run_of(sessions, second_id, timeout=60)  # a job recorded meanwhile
             assert process.poll() is None
         finally:
             dispatcher.stop()

@@ -39,6 +39,7 @@ from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import ensure_profile
 from ourvidz.registry.workers import CHAT, forget
 from ourvidz.stack import Stack, free_port
+from tests.waiting import flow_run_of, fresh_stamp
 
 
 @dataclass
@@ -66,6 +67,12 @@ class Gateway:
     def headers(self, user_id: uuid.UUID | None = None, admin: bool = False) -> dict[str, str]:
         return {"authorization": f"Bearer {self.token(user_id, admin)}"}
 
+    def flow_run_of(self, job_id: str) -> uuid.UUID:
+        """The job's flow run, given by the gateway's dispatcher."""
+        run = flow_run_of(self.sessions, uuid.UUID(job_id), timeout=30)
+        assert run is not None, "the gateway's dispatcher gave the job no flow run"
+        return run
+
     def forget_chat_worker(self) -> None:
         """Remove the registered chat worker, so later tests see none."""
         forget(self.sessions, CHAT)
@@ -77,7 +84,7 @@ class Gateway:
     def callback(self, body: dict[str, Any] | bytes, *, stamp: int | None = None) -> httpx.Response:
         """A worker's signed `job-callback`, each with a timestamp of its own (a repeat is a replay)."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        stamp = stamp or _fresh_stamp()
+        stamp = stamp or fresh_stamp()
         assert self.settings.callback_secret is not None
         signature = sign_callback(self.settings.callback_secret.get_secret_value(), stamp, raw)
         headers = {
@@ -86,19 +93,6 @@ class Gateway:
             "content-type": "application/json",
         }
         return httpx.post(f"{self.url}/job-callback", content=raw, headers=headers, timeout=30)
-
-
-_STAMPS: set[int] = set()
-
-
-def _fresh_stamp() -> int:
-    """Now, or the latest second before it not used yet (a counter subtracted from the clock repeats a
-    stamp whenever the clock ticks between two calls, and a repeated signature is refused as a replay)."""
-    stamp = int(time.time())
-    while stamp in _STAMPS:
-        stamp -= 1
-    _STAMPS.add(stamp)
-    return stamp
 
 
 @pytest.fixture(scope="package")

@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import Webhook
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from ourvidz.db.models import Image, Job, UsageLog, WebhookDelivery
+from ourvidz.db.models import Image, UsageLog, WebhookDelivery
 from ourvidz.webhooks import webhook_id_for
 from tests.gateway.conftest import Gateway
 from tests.peers import Receiver
@@ -58,17 +58,6 @@ def _queue(gateway: Gateway, user: uuid.UUID, receiver: Receiver, **body: Any) -
     return answer.json()["job"]
 
 
-def _flow_run_of(gateway: Gateway, job_id: str) -> uuid.UUID:
-    deadline = time.monotonic() + 30
-    while True:
-        with gateway.sessions() as session:
-            run = session.get_one(Job, uuid.UUID(job_id)).flow_run_id
-        if run is not None:
-            return run
-        assert time.monotonic() < deadline, "the gateway's dispatcher gave the job no flow run"
-        time.sleep(0.05)
-
-
 def _webhooks(gateway: Gateway, receiver: Receiver, job_id: str, status: str) -> list[dict[str, Any]]:
     """The signed webhooks of the job's `status` the receiver got (its first attempt is made in the
     background, after the gateway answered: waited for by its record)."""
@@ -100,7 +89,7 @@ def test_a_queued_job_cancelled_through_the_gateway(gateway: Gateway, receiver: 
     user = gateway.user()
     with _socket(gateway, user) as socket:
         job = _queue(gateway, user, receiver)
-        run_id = _flow_run_of(gateway, job["id"])
+        run_id = gateway.flow_run_of(job["id"])
         answer = httpx.post(f"{gateway.url}/jobs/{job['id']}/cancel", headers=gateway.headers(user))
         assert answer.status_code == 202 and answer.json()["job"]["status"] == "cancelled"
         updates = _next(socket, job["id"], "cancelled")

@@ -4,7 +4,6 @@ they accept and refuse, idempotency, privacy, rate limits, the content policy an
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,17 +34,6 @@ def _post(gateway: Gateway, path: str, body: Any, user: uuid.UUID | None = None,
     return httpx.post(f"{gateway.url}{path}", json=body, headers=headers, timeout=30, **kw)
 
 
-def _flow_run_of(gateway: Gateway, job_id: str) -> uuid.UUID:
-    deadline = time.monotonic() + 30
-    while True:
-        with gateway.sessions() as session:
-            run = session.get_one(Job, uuid.UUID(job_id)).flow_run_id
-        if run is not None:
-            return run
-        assert time.monotonic() < deadline, "the gateway's dispatcher gave the job no flow run"
-        time.sleep(0.05)
-
-
 def test_idempotency_key_returns_the_same_job_and_one_flow_run(gateway: Gateway) -> None:
     key = f"click-{uuid.uuid4()}"
     body = {"jobType": "sdxl_image_fast", "metadata": {"prompt": "same click twice", **SMALL}}
@@ -55,7 +43,7 @@ def test_idempotency_key_returns_the_same_job_and_one_flow_run(gateway: Gateway)
     assert first.json()["job"]["id"] == second.json()["job"]["id"]
     assert second.json()["debug"]["idempotentReplay"] is True
     job_id = first.json()["job"]["id"]
-    run_id = _flow_run_of(gateway, job_id)  # given by the gateway's dispatcher
+    run_id = gateway.flow_run_of(job_id)  # given by the gateway's dispatcher
 
     async def runs_with_the_key() -> list[uuid.UUID]:
         async with get_client() as client:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db import migrate
 from ourvidz.db.session import make_engine
+from ourvidz.jobs.create import ensure_profile
 from tests.conftest import private_schema
 from tests.peers import Receiver
 
@@ -112,6 +113,14 @@ def sessions(request: pytest.FixtureRequest) -> Iterator[sessionmaker[Session]]:
             )
         finally:
             outer.rollback()
+
+
+@pytest.fixture
+def user(sessions: sessionmaker[Session]) -> uuid.UUID:
+    """A user with a profile, in the test's database."""
+    user_id = uuid.uuid4()
+    ensure_profile(sessions, user_id)
+    return user_id
 
 
 @pytest.fixture

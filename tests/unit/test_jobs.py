@@ -36,13 +36,6 @@ from tests.unit.conftest import Emitted
 SECRET = "whsec_" + "c2VjcmV0LWZvci13ZWJob29rLXRlc3RzLTMyYnl0ZXM="
 
 
-@pytest.fixture
-def user(sessions: sessionmaker[Session]) -> uuid.UUID:
-    user_id = uuid.uuid4()
-    ensure_profile(sessions, user_id)
-    return user_id
-
-
 def _job(
     sessions: sessionmaker[Session], user: uuid.UUID, job_type: str = "sdxl_image_fast", **kw: Any
 ) -> Job:

@@ -53,13 +53,6 @@ def series(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], floa
     return {labels: v for (sample, labels), v in samples.items() if sample == name}
 
 
-@pytest.fixture
-def user(sessions: sessionmaker[Session]) -> uuid.UUID:
-    user_id = uuid.uuid4()
-    ensure_profile(sessions, user_id)
-    return user_id
-
-
 def add_job(
     sessions: sessionmaker[Session],
     user: uuid.UUID,

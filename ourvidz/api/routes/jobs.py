@@ -26,7 +26,7 @@ from ourvidz.auth import Principal
 from ourvidz.catalog import get_job_type
 from ourvidz.jobs.cancel import cancel_job
 from ourvidz.jobs.create import accept_job
-from ourvidz.jobs.files import stored_files
+from ourvidz.jobs.view import stored_files
 from ourvidz.storage import InvalidStorageKey
 
 router = APIRouter(tags=["jobs"])

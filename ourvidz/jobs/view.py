@@ -1,4 +1,5 @@
-"""A job's stored files as its owner reads them: images by index, then each video and its thumbnail."""
+"""A job as its readers see it: the row, and its stored files (images by index, then each video and its
+thumbnail)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ourvidz.db.models import Image, Video
+from ourvidz.db.models import Image, Job, Video
+from ourvidz.jobs.errors import NotFound
+
+
+def read_job(sessions: sessionmaker[Session], job_id: uuid.UUID) -> Job:
+    """The job's row as it is now; NotFound if there is none."""
+    with sessions() as session:
+        job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound("job not found")
+    return job
 
 
 @dataclass(frozen=True, slots=True)

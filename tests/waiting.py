@@ -1,0 +1,34 @@
+"""Waiting for a job's state the tests observe from outside, and stamps for signed callbacks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from ourvidz.db.models import Job
+
+
+def flow_run_of(sessions: sessionmaker[Session], job_id: uuid.UUID, timeout: float) -> uuid.UUID | None:
+    """The job's flow run once it has one, or None if it has none within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sessions() as session:
+            flow_run_id = session.get_one(Job, job_id).flow_run_id
+        if flow_run_id is not None or time.monotonic() > deadline:
+            return flow_run_id
+        time.sleep(0.05)
+
+
+_STAMPS: set[int] = set()
+
+
+def fresh_stamp() -> int:
+    """Now, or the latest second before it not used yet (a counter subtracted from the clock repeats a
+    stamp whenever the clock ticks between two calls, and a repeated signature is refused as a replay)."""
+    stamp = int(time.time())
+    while stamp in _STAMPS:
+        stamp -= 1
+    _STAMPS.add(stamp)
+    return stamp
