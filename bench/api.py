@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -70,8 +71,10 @@ def summary(
     name: str, latencies: list[float], statuses: list[int], seconds: float, **extra: Any
 ) -> dict[str, Any]:
     ok = [lat for lat, status in zip(latencies, statuses, strict=True) if status in (200, 201)]
+    failed = Counter(str(status) for status in statuses if status not in (200, 201))  # 0: no answer
     return {
         "phase": name, **extra, "requests": len(statuses), "errors": len(statuses) - len(ok),
+        "error_statuses": dict(failed),
         "throughput_rps": round(len(ok) / seconds, 1),
         "p50_ms": round(statistics.median(ok) * 1000, 1) if ok else None,
         "p99_ms": round(percentile(ok, 0.99) * 1000, 1) if ok else None,

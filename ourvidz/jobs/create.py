@@ -114,8 +114,9 @@ def add_job(
         if earlier is not None:
             return NewJob(earlier, False)
     _check_ownership(session, request)
+    profile = session.get(Profile, request.user_id)  # held: the content check reads it, no second query
     check_content(session, request.user_id, prompt, checked.tier, policy)
-    if session.get(Profile, request.user_id) is None:  # first job of an authenticated user
+    if profile is None:  # first job of an authenticated user
         try:
             with session.begin_nested():  # two first requests at once: the second finds the first's
                 session.add(Profile(id=request.user_id))
