@@ -1,12 +1,12 @@
 # One command to set up and run the test suite (`make test`), one to see it work (`make demo`).
-# Everything lands in .venv; the install is redone only when pyproject.toml changes.
+# Everything lands in .venv; the install is redone only when pyproject.toml or requirements.lock changes.
 
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-unit lint demo clean
+.PHONY: setup lock test test-unit lint demo clean
 
 setup: $(STAMP)
 
@@ -14,12 +14,19 @@ setup: $(STAMP)
 # (a bare `torch` would download a multi-GB CUDA build). open-clip-torch (needed only for its CLIP
 # vocabulary file) drags in a torchvision from PyPI that cannot load beside that CPU torch and breaks
 # diffusers' imports, so it is removed again. GPU machines install their own torch: see README.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[models,test]' 'torch==2.13.0'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[models,test]' 'torch==2.13.0'
 	$(PY) -m pip uninstall --quiet --yes torchvision
 	touch $(STAMP)
+
+# requirements.lock pins every package of a working environment (a pip constraints file); after a
+# change of dependencies in pyproject.toml: `make lock` in a fresh setup, and commit both.
+lock: setup
+	$(PY) -m pip install --quiet -e '.[models,test]' 'torch==2.13.0'
+	$(PY) -m pip uninstall --quiet --yes torchvision
+	$(PY) -m pip list --format=freeze --exclude-editable --exclude pip --exclude setuptools > requirements.lock
 
 lint: setup
 	$(VENV)/bin/ruff check .
