@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     )
     jwt_audience: str = Field("authenticated", description="Required `aud` claim of user tokens.")
     callback_secret: SecretStr | None = Field(
-        None, description="HMAC-SHA256 secret that workers outside Prefect sign job callbacks with."
+        None,
+        description="Standard Webhooks secret that workers outside Prefect sign job callbacks with "
+        "(`whsec_<base64>`, or any string used as the key bytes).",
     )
     webhook_secret: SecretStr | None = Field(
         None,

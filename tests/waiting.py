@@ -1,4 +1,4 @@
-"""Waiting for a job's state the tests observe from outside, and stamps for signed callbacks."""
+"""Waiting for a job's state the tests observe from outside."""
 
 from __future__ import annotations
 
@@ -19,16 +19,3 @@ def flow_run_of(sessions: sessionmaker[Session], job_id: uuid.UUID, timeout: flo
         if flow_run_id is not None or time.monotonic() > deadline:
             return flow_run_id
         time.sleep(0.05)
-
-
-_STAMPS: set[int] = set()
-
-
-def fresh_stamp() -> int:
-    """Now, or the latest second before it not used yet (a counter subtracted from the clock repeats a
-    stamp whenever the clock ticks between two calls, and a repeated signature is refused as a replay)."""
-    stamp = int(time.time())
-    while stamp in _STAMPS:
-        stamp -= 1
-    _STAMPS.add(stamp)
-    return stamp

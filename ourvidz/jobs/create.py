@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import HttpUrl, TypeAdapter, UrlConstraints, ValidationError
@@ -105,6 +105,7 @@ def add_job(
     so a client can show it before generation ends. Dispatchers are woken when the transaction commits
     (a job started in Prefect already has its run and needs none). `policy`: the process's own
     (operator vocabularies included) when not given."""
+    request = _with_project_prompt(session, request)
     checked = _checked(request, max_metadata_bytes)
     job_type, prompt = checked.job_type, checked.prompt
     if request.idempotency_key is not None:
@@ -116,6 +117,8 @@ def add_job(
     _check_ownership(session, request)
     profile = session.get(Profile, request.user_id)  # held: the content check reads it, no second query
     check_content(session, request.user_id, prompt, checked.tier, policy)
+    if enhanced := checked.metadata.get("enhanced_prompt"):
+        check_content(session, request.user_id, enhanced, checked.tier, policy)
     if profile is None:  # first job of an authenticated user
         try:
             with session.begin_nested():  # two first requests at once: the second finds the first's
@@ -135,6 +138,17 @@ def add_job(
     if request.flow_run_id is None:
         wake_dispatchers(session)
     return NewJob(row, True)
+
+
+def _with_project_prompt(session: Session, request: JobRequest) -> JobRequest:
+    """A request without a prompt takes its project's (enhanced, else original), as era A's queue-job
+    does; the project's owner is checked with the other rows it names."""
+    if (request.prompt or "").strip() or request.project_id is None:
+        return request
+    project = session.get(Project, request.project_id)
+    if project is None or project.user_id != request.user_id:
+        return request
+    return replace(request, prompt=project.enhanced_prompt or project.original_prompt)
 
 
 def _checked(request: JobRequest, max_metadata_bytes: int) -> Checked:

@@ -30,6 +30,7 @@ from ourvidz.prompts.templates import Templates, default_templates, prompt_cache
 from ourvidz.registry.workers import registered_chat_worker
 
 NO_ENHANCEMENT = "none"
+PROVIDED = "provided"  # the client sent the prompt to generate from, enhanced on its side
 FALLBACK_STRATEGY = "rules_fallback"
 LOCAL_FALLBACK_STRATEGY = "local_llm_fallback"
 logger = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ def apply_enhancement(sessions: sessionmaker[Session], spec: JobSpec) -> str:
             templates=templates_for(sessions, settings),
         )  # fmt: skip
         prompt, strategy, details = result.prompt, result.strategy, enhancement_metadata(result)
+    elif given := spec.metadata.get("enhanced_prompt"):
+        prompt, strategy = given, PROVIDED
     with sessions.begin() as session:
         check_content(session, spec.user_id, prompt, spec.content_tier)
         job = session.get_one(Job, spec.id)

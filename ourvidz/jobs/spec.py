@@ -1,8 +1,10 @@
 """A started job as the generation flow sees it: an immutable snapshot taken when it starts.
 
 A job's generation options live in its metadata (`num_images`, `seed` or `seeds`, `negative_prompt`,
-`width`, `height`, `steps`, `guidance`, `frames`, `bucket`, `content_tier`, `enhance`); anything not
-given comes from the catalog.
+`width`, `height`, `steps`, `guidance`, `frames`, `bucket`, `content_tier`, `enhance`, and
+`enhanced_prompt`: the prompt to generate from, enhanced by the client); anything not given comes from
+the catalog. Reference images (`reference_image_url`, `start_reference_url`, `end_reference_url`) are
+refused with REFERENCE_NOT_SUPPORTED rather than ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ourvidz.policy import ContentTier
 from ourvidz.storage import validate_bucket
 
 OVERRIDE_KEYS = ("width", "height", "steps", "guidance", "frames")
+REFERENCE_KEYS = ("reference_image_url", "start_reference_url", "end_reference_url")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,17 @@ def check_job(job_type: str, prompt: str | None, metadata: dict[str, Any] | None
     if len(prompt) > kind.max_prompt_chars:
         raise InvalidJob(f"prompt is longer than {kind.max_prompt_chars} characters", code="PROMPT_TOO_LONG")
     metadata = dict(metadata or {})
+    enhanced = metadata.get("enhanced_prompt")
+    if enhanced is not None and (not isinstance(enhanced, str) or len(enhanced) > kind.max_prompt_chars):
+        raise InvalidJob(
+            f"enhanced_prompt must be a string of at most {kind.max_prompt_chars} characters",
+            details={"field": "enhanced_prompt"},
+        )
+    if given := [key for key in REFERENCE_KEYS if metadata.get(key)]:
+        raise InvalidJob(
+            "reference images are not supported by this backend yet", code="REFERENCE_NOT_SUPPORTED",
+            details={"field": given[0]},
+        )  # fmt: skip
     try:
         tier = requested_tier(metadata)
         request = build_request(kind.name, prompt, metadata)

@@ -17,7 +17,7 @@ from ourvidz.jobs.conclude import conclude
 from ourvidz.jobs.content import check_content
 from ourvidz.jobs.errors import Failure, JobError, NotFound
 from ourvidz.jobs.lifecycle import Announcer, Move, default_announcer, move
-from ourvidz.jobs.spec import JobSpec, check_job
+from ourvidz.jobs.spec import Checked, JobSpec, check_job
 from ourvidz.policy import PolicyError
 
 
@@ -69,6 +69,13 @@ def _check(session: Session, job: Job) -> JobSpec:
     return JobSpec(
         id=job.id, user_id=job.user_id, job_type=checked.job_type, prompt=checked.prompt,
         request=checked.request, bucket=checked.bucket, content_tier=verdict.tier,
-        enhance=checked.job_type.enhanced or bool(checked.metadata.get("enhance")),
+        enhance=_enhances(checked),
         webhook_url=job.webhook_url, project_id=job.project_id, metadata=checked.metadata,
     )  # fmt: skip
+
+
+def _enhances(checked: Checked) -> bool:
+    """The job's `enhance` option if it has one (a client that enhanced the prompt itself turns it off),
+    else the job type's default (the `*7b_*_enhanced` types enhance)."""
+    asked = checked.metadata.get("enhance")
+    return checked.job_type.enhanced if asked is None else bool(asked)

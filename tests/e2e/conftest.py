@@ -27,7 +27,6 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy.orm import Session, sessionmaker
 
-from ourvidz.api.routes.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_callback
 from ourvidz.auth import Role, mint_token
 from ourvidz.config import Settings, get_settings
 from ourvidz.db import migrate
@@ -39,7 +38,7 @@ from ourvidz.policy import ContentTier
 from ourvidz.registry.workers import CHAT, forget
 from ourvidz.stack import Stack, free_port, wait_for_http
 from tests.conftest import private_schema
-from tests.waiting import fresh_stamp
+from tests.signing import callback_headers
 
 OURVIDZ = [sys.executable, "-m", "ourvidz"]
 
@@ -208,15 +207,9 @@ def private_database(postgres_admin: sa.Engine) -> Iterator[str]:
         yield url
 
 
-def signed_callback(
-    orchestra: Orchestra, url: str, body: dict[str, Any], stamp: int | None = None, tamper: bool = False
-) -> httpx.Response:
-    """A worker's signed `POST /job-callback` to the gateway at `url` (`tamper`: the body is changed
-    after signing)."""
+def signed_callback(orchestra: Orchestra, url: str, body: dict[str, Any]) -> httpx.Response:
+    """A worker's signed `POST /job-callback` to the gateway at `url`."""
     raw = json.dumps(body).encode()
-    stamp = stamp or fresh_stamp()  # every report its own, as a worker's retry would
     assert orchestra.settings.callback_secret is not None
-    signature = sign_callback(orchestra.settings.callback_secret.get_secret_value(), stamp, raw)
-    sent = raw.replace(b"completed", b"failed") if tamper else raw
-    headers = {TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: signature, "content-type": "application/json"}
-    return httpx.post(f"{url}/job-callback", content=sent, headers=headers, timeout=30)
+    headers = callback_headers(orchestra.settings.callback_secret.get_secret_value(), raw)
+    return httpx.post(f"{url}/job-callback", content=raw, headers=headers, timeout=30)

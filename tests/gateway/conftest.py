@@ -31,7 +31,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from deployments.bootstrap import bootstrap
 from ourvidz.api.app import create_app
 from ourvidz.api.deps import SERVICE_KEY_HEADER
-from ourvidz.api.routes.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_callback
 from ourvidz.auth import Role, mint_token
 from ourvidz.config import Settings
 from ourvidz.db import migrate
@@ -39,7 +38,8 @@ from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import ensure_profile
 from ourvidz.registry.workers import CHAT, forget
 from ourvidz.stack import Stack, free_port
-from tests.waiting import flow_run_of, fresh_stamp
+from tests.signing import callback_headers
+from tests.waiting import flow_run_of
 
 
 @dataclass
@@ -81,17 +81,11 @@ class Gateway:
         assert self.settings.service_key is not None
         return {SERVICE_KEY_HEADER: self.settings.service_key.get_secret_value()}
 
-    def callback(self, body: dict[str, Any] | bytes, *, stamp: int | None = None) -> httpx.Response:
-        """A worker's signed `job-callback`, each with a timestamp of its own (a repeat is a replay)."""
+    def callback(self, body: dict[str, Any] | bytes, **signing: Any) -> httpx.Response:
+        """A worker's signed `job-callback` (`signing`: as `callback_headers` takes it)."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        stamp = stamp or fresh_stamp()
         assert self.settings.callback_secret is not None
-        signature = sign_callback(self.settings.callback_secret.get_secret_value(), stamp, raw)
-        headers = {
-            TIMESTAMP_HEADER: str(stamp),
-            SIGNATURE_HEADER: signature,
-            "content-type": "application/json",
-        }
+        headers = callback_headers(self.settings.callback_secret.get_secret_value(), raw, **signing)
         return httpx.post(f"{self.url}/job-callback", content=raw, headers=headers, timeout=30)
 
 

@@ -22,6 +22,7 @@ from ourvidz.job_status import JobStatus
 from ourvidz.jobs.create import JobRequest, create_job
 from tests.gateway.conftest import Gateway
 from tests.peers import FakeChatWorker
+from tests.signing import callback_headers
 
 
 def _forged_tokens(gateway: Gateway) -> dict[str, str]:
@@ -81,25 +82,24 @@ def test_callback_replay_tampering_and_staleness_are_refused(gateway: Gateway) -
     job = _job(gateway, "video_fast")
     body = {"job_id": str(job.id), "status": "failed", "error_message": "out of memory"}
     raw = json.dumps(body).encode()
-    stamp = int(time.time()) - 7200  # far from the stamps of other tests' reports; within tolerance below
     assert gateway.settings.callback_secret is not None
     secret = gateway.settings.callback_secret.get_secret_value()
-
-    def signed(content: bytes, at: int, sent: bytes | None = None) -> httpx.Response:
-        headers = {TIMESTAMP_HEADER: str(at), SIGNATURE_HEADER: sign_callback(secret, at, content),
-                   "content-type": "application/json"}  # fmt: skip
-        return httpx.post(f"{gateway.url}/job-callback", content=sent or content, headers=headers)
-
-    stale = signed(raw, stamp)
+    stale = gateway.callback(raw, at=int(time.time()) - 7200)
     assert (stale.status_code, stale.json()["code"]) == (401, "STALE_CALLBACK")
-    now = int(time.time())
-    assert signed(raw, now).status_code == 200
-    replay = signed(raw, now)
+    message_id = f"msg_{uuid.uuid4().hex}"
+    assert gateway.callback(raw, message_id=message_id).status_code == 200
+    replay = gateway.callback(raw, message_id=message_id)
     assert (replay.status_code, replay.json()["code"]) == (401, "REPLAYED_CALLBACK")
     report = json.dumps({"jobId": str(job.id), "status": "completed"}).encode()
-    tampered = signed(report, now - 1, report.replace(b"completed", b"failed"))
+    url = f"{gateway.url}/job-callback"
+    tampered = httpx.post(
+        url, content=report.replace(b"completed", b"failed"), headers=callback_headers(secret, report)
+    )
     assert (tampered.status_code, tampered.json()["code"]) == (401, "INVALID_SIGNATURE")
-    unsigned = httpx.post(f"{gateway.url}/job-callback", json=body)
+    garbled = {**callback_headers(secret, report), "webhook-signature": "v1 no comma"}
+    malformed = httpx.post(url, content=report, headers=garbled)
+    assert (malformed.status_code, malformed.json()["code"]) == (401, "INVALID_SIGNATURE")
+    unsigned = httpx.post(url, json=body)
     assert (unsigned.status_code, unsigned.json()["code"]) == (401, "UNAUTHORIZED")
     with gateway.sessions() as session:
         row = session.get_one(Job, job.id)
@@ -108,6 +108,29 @@ def test_callback_replay_tampering_and_staleness_are_refused(gateway: Gateway) -
         "WORKER_FAILED",
         "out of memory",
     )
+
+
+def test_the_deprecated_signature_and_the_seed_workers_service_key_are_accepted(gateway: Gateway) -> None:
+    job, url = _job(gateway, "video_fast"), f"{gateway.url}/job-callback"
+    assert gateway.settings.callback_secret is not None and gateway.settings.service_key is not None
+    secret, key = (
+        gateway.settings.callback_secret.get_secret_value(),
+        gateway.settings.service_key.get_secret_value(),
+    )
+    raw = json.dumps({"jobId": str(job.id), "status": "processing"}).encode()
+    now = int(time.time())
+    legacy = {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign_callback(secret, now, raw)}
+    assert httpx.post(url, content=raw, headers=legacy).status_code == 200
+    replay = httpx.post(url, content=raw, headers=legacy)
+    assert (replay.status_code, replay.json()["code"]) == (401, "REPLAYED_CALLBACK")
+    forged = httpx.post(url, content=raw, headers={**legacy, SIGNATURE_HEADER: "v1=00"})
+    assert (forged.status_code, forged.json()["code"]) == (401, "INVALID_SIGNATURE")
+    done = {"job_id": str(job.id), "status": "completed", "assets": [f"{job.user_id}/{job.id}/0.mp4"]}
+    wrong = httpx.post(url, json=done, headers={"authorization": "Bearer not-the-key"})
+    assert (wrong.status_code, wrong.json()["code"]) == (401, "UNAUTHORIZED")
+    seed_worker = httpx.post(url, json=done, headers={"authorization": f"Bearer {key}"})
+    assert seed_worker.status_code == 200, seed_worker.text
+    assert (seed_worker.json()["jobId"], seed_worker.json()["status"]) == (str(job.id), "completed")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ they accept and refuse, idempotency, privacy, rate limits, the content policy an
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -79,17 +80,39 @@ BAD_BODIES = {
     "unknown type": (_job("sdxl_video"), 400, "INVALID_JOB_TYPE"),
     "no prompt": ({"jobType": "sdxl_image_fast"}, 400, "MISSING_PROMPT"),
     "blank prompt": (_job(prompt="   "), 400, "MISSING_PROMPT"),
-    "two images": (_job("sdxl_image_fast", num_images=2), 400, "INVALID_PARAMETERS"),
+    "images not a number": (
+        _job("sdxl_image_fast", metadata={"num_images": "two"}),
+        400,
+        "INVALID_PARAMETERS",
+    ),
+    "steps out of range": (_job("sdxl_image_fast", steps=500), 400, "INVALID_PARAMETERS"),
+    "guidance out of range": (_job("sdxl_image_fast", guidance_scale=-1), 400, "INVALID_PARAMETERS"),
+    "unknown quality": (_job("sdxl_image_fast", quality="ultra"), 400, "INVALID_PARAMETERS"),
+    "bad aspect ratio": (
+        _job("sdxl_image_fast", metadata={"aspect_ratio": "wide"}),
+        400,
+        "INVALID_PARAMETERS",
+    ),
+    "bad resolution": (_job("sdxl_image_fast", metadata={"resolution": "big"}), 400, "INVALID_PARAMETERS"),
+    "no job type": ({"prompt": "x"}, 400, "INVALID_PARAMETERS"),
     "odd width": (_job("sdxl_image_fast", metadata={"width": 1001}), 400, "INVALID_PARAMETERS"),
     "bad bucket": (_job(metadata={"bucket": "../x"}), 400, "INVALID_PARAMETERS"),
     "big metadata": (_job(metadata={"n": "x" * 20_000}), 400, "METADATA_TOO_LARGE"),
-    "unknown field": (_job(colour="red"), 400, "INVALID_PARAMETERS"),
     "not a uuid": (_job(projectId="12"), 400, "INVALID_PARAMETERS"),
     "wrong type": ({"jobType": ["image_fast"], "prompt": "x"}, 400, "INVALID_PARAMETERS"),
     "someone's project": (_job(projectId="OTHER"), 404, "NOT_FOUND"),
     "NUL in the prompt": (_job(prompt="a\x00b"), 400, "INVALID_PARAMETERS"),
     "NUL in metadata": (_job(metadata={"style": ["ok", "a\x00b"]}), 400, "INVALID_PARAMETERS"),
 }
+
+
+# The field each of these errors names in its details.
+NAMED_FIELDS = {
+    "images not a number": "num_images", "steps out of range": "steps",
+    "guidance out of range": "guidance_scale", "unknown quality": "quality",
+    "bad aspect ratio": "aspect_ratio", "bad resolution": "resolution", "no job type": "jobType",
+    "odd width": "width", "not a uuid": "projectId",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(BAD_BODIES))
@@ -108,6 +131,8 @@ def test_bad_requests_get_the_spec_error_body(gateway: Gateway, case: str) -> No
     error = answer.json()
     assert set(error) == {"error", "code", "details", "timestamp"} and error["code"] == code
     assert "pydantic" not in answer.text and "Traceback" not in answer.text
+    if case in NAMED_FIELDS:
+        assert f'"field": "{NAMED_FIELDS[case]}"' in json.dumps(error["details"]), error
     with gateway.sessions() as session:
         assert session.scalars(select(Job).where(Job.user_id == user)).all() == []
 

@@ -440,3 +440,31 @@ def test_enhanced_jobs_get_the_rules_enhancer_within_their_budget(
         else:
             assert enhanced.startswith("a quiet harbour, ") and details["added_phrases"]
             assert details["compression_applied"] is False
+
+
+def test_a_prompt_the_client_enhanced_is_generated_as_sent(
+    sessions: sessionmaker[Session], user: uuid.UUID
+) -> None:
+    metadata = {"enhanced_prompt": "a quiet harbour, soft morning light", "enhance": False}
+    request = JobRequest(
+        user_id=user, job_type="image7b_fast_enhanced", prompt="a quiet harbour", metadata=metadata
+    )
+    job = create_job(sessions, request).job
+    spec = start_job(sessions, job.id, None)
+    assert spec.enhance is False  # the enhanced type's own enhancement is turned off by the client
+    assert apply_enhancement(sessions, spec) == "a quiet harbour, soft morning light"
+    row = _row(sessions, job.id)
+    assert (row.original_prompt, row.enhanced_prompt, row.enhancement_strategy) == (
+        "a quiet harbour", "a quiet harbour, soft morning light", "provided",
+    )  # fmt: skip
+
+
+def test_a_client_enhanced_prompt_passes_the_content_policy_too(
+    sessions: sessionmaker[Session], user: uuid.UUID
+) -> None:
+    metadata = {"enhanced_prompt": "a quiet harbour, zorblax, a minor"}  # placeholder vocabulary
+    request = JobRequest(
+        user_id=user, job_type="sdxl_image_fast", prompt="a quiet harbour", metadata=metadata
+    )
+    with pytest.raises(ContentProhibited):
+        create_job(sessions, request)

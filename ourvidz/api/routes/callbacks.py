@@ -1,53 +1,113 @@
 """Status updates from workers outside Prefect (the seed system's `job-callback`).
 
-The caller signs `"<timestamp>.<body>"` with HMAC-SHA256 and the shared callback secret:
-`x-ourvidz-timestamp: <unix seconds>`, `x-ourvidz-signature: v1=<hex>`. Old timestamps and signatures
-seen before are refused, so a captured request cannot be replayed; the comparison is constant-time.
-Updates obey the job life cycle; delivering the same update twice changes nothing.
+A callback is trusted when it is signed per Standard Webhooks with the callback secret (`webhook-id`,
+`webhook-timestamp`, `webhook-signature`: verified by `standardwebhooks`), or, deprecated and accepted
+for one more release, with the earlier `x-ourvidz-timestamp` / `x-ourvidz-signature: v1=<hex>` HMAC of
+`"<timestamp>.<body>"`. Timestamps outside the tolerance window and a message seen before are refused,
+so a captured callback cannot be replayed. The seed's own workers sign nothing and send the service key
+as a bearer token: accepted too, where a service key is set. The body is parsed only after that
+check, with bounded lists and strings; every malformed field is a 400. Updates obey the job life
+cycle; delivering the same update twice changes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from ourvidz.api.deps import GatewayDep
+from ourvidz.api.deps import Gateway, GatewayDep, bearer_token, has_service_key
 from ourvidz.api.errors import ApiError
-from ourvidz.api.schemas import CallbackResponse, JobCallbackRequest, JobRecord
+from ourvidz.api.schemas.callbacks import CallbackResponse, JobCallbackRequest
+from ourvidz.api.schemas.jobs import JobRecord
 from ourvidz.jobs.callbacks import apply_report
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["workers"])
-TIMESTAMP_HEADER, SIGNATURE_HEADER = "x-ourvidz-timestamp", "x-ourvidz-signature"
+TIMESTAMP_HEADER, SIGNATURE_HEADER = "x-ourvidz-timestamp", "x-ourvidz-signature"  # deprecated
+WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+def callback_webhook(secret: str) -> Webhook:
+    """The Standard Webhooks signer of callbacks: a `whsec_<base64>` secret as such, any other string
+    as the key's bytes."""
+    return Webhook(secret if secret.startswith("whsec_") else secret.encode())
 
 
 def sign_callback(secret: str, timestamp: int, body: bytes) -> str:
-    """The signature header value a worker sends with `body` at `timestamp`."""
+    """The deprecated `x-ourvidz-signature` value of `body` at `timestamp`."""
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"v1={digest}"
 
 
 async def verified_body(request: Request, gw: GatewayDep) -> bytes:
     body = await request.body()
+    if all(request.headers.get(name) for name in WEBHOOK_HEADERS):
+        _check_standard(gw, request, body)
+    elif request.headers.get(TIMESTAMP_HEADER) or request.headers.get(SIGNATURE_HEADER):
+        _check_legacy(gw, request, body)
+    elif not _holds_service_key(gw, request):
+        raise ApiError(
+            401, "UNAUTHORIZED", "sign the callback (webhook-id, webhook-timestamp, webhook-signature) "
+            "or send the service key",
+        )  # fmt: skip
+    return body
+
+
+def _check_standard(gw: Gateway, request: Request, body: bytes) -> None:
+    message_id, stamp = request.headers["webhook-id"], request.headers["webhook-timestamp"]
+    _check_fresh(gw, stamp)
+    try:
+        callback_webhook(_secret(gw)).verify(body, dict(request.headers), json_parse=False)
+    except (WebhookVerificationError, ValueError):  # a malformed signature header is a ValueError
+        raise ApiError(401, "INVALID_SIGNATURE", "the callback signature does not match") from None
+    _check_first_time(gw, f"id:{message_id}")
+
+
+def _check_legacy(gw: Gateway, request: Request, body: bytes) -> None:
     stamp, signature = request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER)
     if not stamp or not signature:
         raise ApiError(401, "UNAUTHORIZED", f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} are required")
+    _check_fresh(gw, stamp)
+    if not hmac.compare_digest(sign_callback(_secret(gw), int(stamp), body), signature):
+        raise ApiError(401, "INVALID_SIGNATURE", "the callback signature does not match")
+    logger.info("job-callback signed with the deprecated %s header", SIGNATURE_HEADER)
+    _check_first_time(gw, signature)
+
+
+def _check_fresh(gw: Gateway, stamp: str) -> None:
     if not stamp.isdigit() or abs(time.time() - int(stamp)) > gw.settings.callback_tolerance_seconds:
         raise ApiError(401, "STALE_CALLBACK", "the callback timestamp is outside the tolerance window")
+
+
+def _check_first_time(gw: Gateway, seen: str) -> None:
+    if not gw.replays.first_time(seen):
+        raise ApiError(401, "REPLAYED_CALLBACK", "this signed callback was already received")
+
+
+def _holds_service_key(gw: Gateway, request: Request) -> bool:
+    """The seed's workers: `Authorization: Bearer <service key>` (or our `x-service-key` header)."""
+    key = gw.settings.service_key
+    token = bearer_token(request)
+    if key is not None and token is not None and hmac.compare_digest(token, key.get_secret_value()):
+        return True
+    return has_service_key(request, gw)
+
+
+def _secret(gw: Gateway) -> str:
     secret = gw.settings.callback_secret
     assert secret is not None
-    if not hmac.compare_digest(sign_callback(secret.get_secret_value(), int(stamp), body), signature):
-        raise ApiError(401, "INVALID_SIGNATURE", "the callback signature does not match")
-    if not gw.replays.first_time(signature):
-        raise ApiError(401, "REPLAYED_CALLBACK", "this signed callback was already received")
-    return body
+    return secret.get_secret_value()
 
 
 @router.post("/job-callback", response_model=CallbackResponse)
 def job_callback(body: Annotated[bytes, Depends(verified_body)], gw: GatewayDep) -> CallbackResponse:
     """Record a worker's processing / completed / failed report for a job."""
-    applied = apply_report(gw.sessions, JobCallbackRequest.model_validate_json(body).report(), gw.announcer)
-    return CallbackResponse(job=JobRecord.of(applied.job), message=applied.message)
+    report = JobCallbackRequest.model_validate_json(body).report()
+    job, message = apply_report(gw.sessions, report, gw.announcer)
+    return CallbackResponse(job=JobRecord.of(job), message=message, jobId=job.id, status=job.status)

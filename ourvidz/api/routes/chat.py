@@ -33,7 +33,7 @@ from starlette.concurrency import iterate_in_threadpool
 
 from ourvidz.api.deps import Gateway, GatewayDep, User
 from ourvidz.api.errors import ApiError, error_body
-from ourvidz.api.schemas import ChatRequest, ChatResponse
+from ourvidz.api.schemas.chat import ChatRequest, ChatResponse
 from ourvidz.conversations import Turn, record_turn, store_reply
 from ourvidz.policy import ContentTier
 from ourvidz.prompts.chat import (

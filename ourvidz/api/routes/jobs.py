@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 from ourvidz.api.deps import Gateway, GatewayDep, User, owned_job, with_granted_roles
 from ourvidz.api.errors import not_found
-from ourvidz.api.schemas import (
+from ourvidz.api.schemas.jobs import (
     AssetOut,
     CancelResponse,
     JobRecord,
@@ -68,6 +68,7 @@ def queued_answer(
             userId=user.user_id, hasPrompt=True, redisConfigured=gw.settings.redis_url is not None,
             timestamp=datetime.now(UTC), workersOnline=online, idempotentReplay=not accepted.created,
         ),
+        jobId=accepted.job.id, status=accepted.job.status, queueName=f"{job_type.queue}_queue",
     )  # fmt: skip
 
 

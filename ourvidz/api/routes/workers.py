@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
-from ourvidz.api.deps import Admin, GatewayDep, ServiceOrAdmin, User
+from ourvidz.api.deps import Admin, Gateway, GatewayDep, ServiceOrAdmin, User
 from ourvidz.api.errors import ApiError
 from ourvidz.api.routes.jobs import queued_answer
-from ourvidz.api.schemas import (
-    AdminImageRequest,
+from ourvidz.api.schemas.jobs import AdminImageRequest, QueueJobResponse
+from ourvidz.api.schemas.workers import (
+    ActiveWorkerRequest,
     CheckResult,
     HealthCheckResponse,
-    QueueJobResponse,
     RegisterChatWorkerRequest,
     RegistrationInfo,
     SelfCheckResponse,
-    SimpleResponse,
     UpdateWorkerUrlRequest,
     WorkerHealth,
+    WorkerRegistered,
     WorkerUrlResponse,
 )
+from ourvidz.auth import Principal
 from ourvidz.registry.probes import probe
-from ourvidz.registry.workers import CHAT, record_probe, register, registration
+from ourvidz.registry.workers import CHAT, Registration, record_probe, register, registration
 from ourvidz.selfcheck import self_check
 
 router = APIRouter(tags=["workers"])
@@ -31,17 +33,32 @@ GPU_WORKER_TYPES = ("sdxl", "wan", "video")
 
 
 @router.get("/get-active-worker-url", response_model=WorkerUrlResponse)
-def get_active_worker_url(response: Response, user: User, gw: GatewayDep) -> WorkerUrlResponse:
-    """The registered chat worker's URL, checked just now."""
+def get_active_worker_url(
+    response: Response, user: User, gw: GatewayDep, query: Annotated[ActiveWorkerRequest, Query()]
+) -> WorkerUrlResponse:
+    """The registered worker's URL (the chat worker unless `worker_type` names another), checked just now."""
+    return _active_worker(gw, user, query.worker_type, response)
+
+
+@router.post("/get-active-worker-url", response_model=WorkerUrlResponse)
+def post_active_worker_url(
+    response: Response, user: User, gw: GatewayDep, body: ActiveWorkerRequest | None = None
+) -> WorkerUrlResponse:
+    """The same, asked as the seed's frontend asks it: a POST with `{worker_type}`."""
+    return _active_worker(gw, user, body.worker_type if body else "chat", response)
+
+
+def _active_worker(gw: Gateway, user: Principal, kind: str, response: Response) -> WorkerUrlResponse:
     gw.limits.hit("health", user.user_id, response)
-    worker = registration(gw.sessions, CHAT)
+    worker = registration(gw.sessions, kind)
     if worker is None:
-        raise ApiError(404, "NOT_FOUND", "no chat worker is registered")
+        raise ApiError(404, "NOT_FOUND", f"no {kind} worker is registered")
     health = probe(worker.url)
-    record_probe(gw.sessions, CHAT, "", worker.url, health)
+    record_probe(gw.sessions, kind, "", worker.url, health)
     return WorkerUrlResponse(
         success=health.healthy, workerUrl=worker.url, isHealthy=health.healthy, healthError=health.error,
-        registrationInfo=RegistrationInfo(**worker.info()),
+        registrationInfo=RegistrationInfo(**worker.info()), worker_url=worker.url, worker_type=kind,
+        responseTimeMs=round(health.seconds * 1000, 1), workerCapabilities=worker.capabilities,
     )  # fmt: skip
 
 
@@ -66,23 +83,38 @@ async def health_check_workers(response: Response, user: User, gw: GatewayDep) -
     return HealthCheckResponse(workers=workers, overallStatus=overall)
 
 
-@router.post("/update-worker-url", response_model=SimpleResponse)
+@router.post("/update-worker-url", response_model=WorkerRegistered)
 def update_worker_url(
     body: UpdateWorkerUrlRequest, _caller: ServiceOrAdmin, gw: GatewayDep
-) -> SimpleResponse:
+) -> WorkerRegistered:
     saved = register(gw.sessions, body.worker_type, str(body.url), "update-worker-url")
-    return SimpleResponse(message=f"{body.worker_type} worker URL updated", details=saved.details())
+    return _registered(gw, saved, f"{body.worker_type} worker URL updated", body.auto_registered)
 
 
-@router.post("/register-chat-worker", response_model=SimpleResponse)
+@router.post("/register-chat-worker", response_model=WorkerRegistered)
 def register_chat_worker(
     body: RegisterChatWorkerRequest, _caller: ServiceOrAdmin, gw: GatewayDep
-) -> SimpleResponse:
+) -> WorkerRegistered:
     saved = register(
-        gw.sessions, CHAT, str(body.worker_url), "register-chat-worker", protocol=body.protocol,
-        capabilities=body.capabilities, max_concurrent=body.max_concurrent_chats,
+        gw.sessions, CHAT, str(body.worker_url), "register-chat-worker", protocol=body.chosen_protocol(),
+        capabilities=body.capability_names(), max_concurrent=body.max_concurrent_chats,
     )  # fmt: skip
-    return SimpleResponse(message="chat worker registered", details=saved.details())
+    return _registered(gw, saved, "chat worker registered", body.auto_registered)
+
+
+def _registered(gw: Gateway, saved: Registration, message: str, auto: bool | None) -> WorkerRegistered:
+    """The answer to a registration, with the worker probed once now (as the seed's functions do; an
+    unhealthy worker stays registered and is passed over until a probe finds it healthy)."""
+    health = probe(saved.url)
+    record_probe(gw.sessions, saved.kind, saved.name, saved.url, health)
+    info = saved.info()
+    return WorkerRegistered(
+        message=message, details=saved.details(), workerUrl=saved.url, worker_url=saved.url,
+        healthStatus="healthy" if health.healthy else "unhealthy", healthError=health.error,
+        responseTimeMs=round(health.seconds * 1000, 1), registrationInfo=RegistrationInfo(**info),
+        updatedAt=info["lastRegistrationAttempt"],
+        auto_registered=info["autoRegistered"] if auto is None else auto,
+    )  # fmt: skip
 
 
 @router.post("/generate-admin-image", status_code=201, response_model=QueueJobResponse)
