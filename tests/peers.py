@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -68,15 +69,15 @@ class FakeChatWorker:
     "enhanced_prompt": ...}`).
 
     `healthy=False` makes it fail, `delay` makes it slow, `reply` replaces the echo (a str as the
-    message content, bytes as the raw response body, for garbage), `fail_mid_stream=True` sends one
-    chunk of a streamed reply and then drops the connection, `chunk_pause` spaces the chunks out.
-    `requests` holds each request's body and `paths` its path, in the same order; `cut_streams` counts
-    streamed replies whose reader hung up before the end."""
+    message content, a callable from the last message to it, bytes as the raw response body, for
+    garbage), `fail_mid_stream=True` sends one chunk of a streamed reply and then drops the connection,
+    `chunk_pause` spaces the chunks out. `requests` holds each request's body and `paths` its path, in
+    the same order; `cut_streams` counts streamed replies whose reader hung up before the end."""
 
     def __init__(self) -> None:
         self.healthy = True
         self.delay = 0.0
-        self.reply: str | bytes | None = None
+        self.reply: str | bytes | Callable[[str], str] | None = None
         self.fail_mid_stream = False
         self.chunk_pause = 0.01  # seconds between streamed chunks
         self.cut_streams = 0  # streamed replies whose reader hung up before the end
@@ -99,9 +100,9 @@ class FakeChatWorker:
                 if isinstance(worker.reply, bytes):
                     self._answer(200, worker.reply)
                     return
-                text = (
-                    worker.reply if worker.reply is not None else f"echo: {body['messages'][-1]['content']}"
-                )
+                last = body["messages"][-1]["content"]
+                reply = worker.reply(last) if callable(worker.reply) else worker.reply
+                text = f"echo: {last}" if reply is None else reply
                 if self.path == "/chat":
                     self._answer(200, {"success": True, "response": text})
                 elif self.path == "/enhance":

@@ -259,3 +259,36 @@ def test_enhance_prompt_asks_the_registered_chat_worker_first(gateway: Gateway) 
     finally:
         chat.stop()
         gateway.forget_chat_worker()
+
+
+def test_the_regression_check_passes_a_plausible_worker_and_names_what_a_bad_one_fails(
+    gateway: Gateway,
+) -> None:
+    chat, admin = FakeChatWorker(), gateway.headers(admin=True)
+    chat.reply = lambda prompt: f"{prompt}, soft light, fine detail"  # an OpenAI-shaped worker that rewrites
+    registration = {"workerUrl": chat.url, "protocol": "openai"}
+    try:
+        assert (
+            _post(gateway, "/register-chat-worker", registration, headers=gateway.service()).status_code
+            == 200
+        )
+        good = _post(gateway, "/validate-enhancement-fix", None, headers=admin).json()
+        assert (good["success"], good["message"]) == (True, "25 of 25 cases passed"), good["message"]
+        assert {case["enhancement_strategy"] for case in good["details"]["cases"]} == {"chat_worker"}
+
+        chat.reply = "a photo of a cat"  # the same answer to every prompt
+        bad = _post(gateway, "/validate-enhancement-fix", None, headers=admin).json()
+        assert bad["success"] is False and "keeps_subject" in bad["message"], bad["message"]
+        failed = [case for case in bad["details"]["cases"] if not case["passed"]]
+        assert len(failed) == 25 and all(case["keeps_subject"] is False for case in failed)
+        reason = failed[0]["failed"][0]
+        assert reason["check"] == "keeps_subject" and "lighthouse" in reason["reason"], reason
+
+        chat.healthy = False
+        down = _post(gateway, "/validate-enhancement-fix", None, headers=admin).json()
+        reasons = [f["reason"] for case in down["details"]["cases"] for f in case["failed"]]
+        assert down["message"] == "0 of 25 cases passed; failed checks: chat_worker_answered (25)"
+        assert "no usable answer" in reasons[0] and all("failed an earlier case" in r for r in reasons[1:])
+    finally:
+        chat.stop()
+        gateway.forget_chat_worker()

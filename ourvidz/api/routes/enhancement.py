@@ -23,8 +23,8 @@ from ourvidz.jobs.enhancement import (
     enhancement_metadata,
     enhancers_for,
     templates_for,
-    validate_enhancer,
 )
+from ourvidz.jobs.regression import summary, validate_enhancer
 from ourvidz.policy import ContentTier
 from ourvidz.prompts.budget import count_tokens
 from ourvidz.prompts.rules import Enhancement
@@ -121,9 +121,8 @@ def validate_enhancement_fix(_admin: Admin, gw: GatewayDep) -> SimpleResponse:
     with gw.sessions() as session:
         templates = Templates(read_templates(session, skipped))
     cases = validate_enhancer(gw.policy(), templates, enhancers_for(gw.sessions, gw.settings))
-    failed = [case for case in cases if not case["passed"]]
     return SimpleResponse(
-        success=not failed and not skipped,
-        message=f"{len(cases) - len(failed)} of {len(cases)} cases passed",
+        success=all(case["passed"] for case in cases) and not skipped,
+        message=summary(cases),
         details={"templates": len(templates.all), "skipped_templates": skipped, "cases": cases},
     )
