@@ -6,6 +6,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
@@ -84,6 +85,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api, prefix=SPEC_PREFIX, include_in_schema=False)
     app.include_router(realtime_router)
     app.include_router(realtime_router, prefix=SPEC_PREFIX, include_in_schema=False)
+
+    generated = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document plus the models of bodies that routes read raw (the signed callback)."""
+        schema = generated()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(callbacks.SCHEMAS)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/health", tags=["meta"], include_in_schema=False)
     def health() -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -19,8 +20,10 @@ from ourvidz.api.deps import SERVICE_KEY_HEADER
 from ourvidz.jobs.create import ensure_profile
 from tests.e2e.conftest import OURVIDZ, Orchestra, extra_gateway
 from tests.peers import FakeChatWorker, SwitchableProxy
+from tests.schemathesis_hooks import SECRET_ENV
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -182,22 +185,27 @@ def test_schemathesis_finds_no_server_errors(orchestra: Orchestra, isolated_gate
     admin = orchestra.token(uuid.uuid4(), admin=True)
     chat_worker = FakeChatWorker()
     try:
-        assert _schemathesis(url, admin, "--exclude-path", "/playground-chat") == ""
+        _fuzz(orchestra, url, admin, "--exclude-path", "/playground-chat")
         registered = httpx.post(
             f"{url}/register-chat-worker", json={"workerUrl": chat_worker.url}, headers=_service(orchestra)
         )
         assert registered.status_code == 200
-        assert _schemathesis(url, admin, "--include-path", "/playground-chat") == ""
+        _fuzz(orchestra, url, admin, "--include-path", "/playground-chat")
     finally:
         chat_worker.stop()
 
 
-def _schemathesis(url: str, token: str, *selection: str) -> str:
-    """Run schemathesis against the gateway's OpenAPI schema; returns its report if anything failed."""
+def _fuzz(orchestra: Orchestra, url: str, token: str, *selection: str) -> None:
+    """Run schemathesis against the gateway's OpenAPI schema, job callbacks signed by the hook in
+    `tests.schemathesis_hooks`; fails with its report if any check failed."""
+    assert orchestra.settings.callback_secret is not None
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(ROOT),
+           SECRET_ENV: orchestra.settings.callback_secret.get_secret_value()}  # fmt: skip
     result = subprocess.run(
         [str(Path(OURVIDZ[0]).with_name("schemathesis")), "run", f"{url}/openapi.json", *selection,
-         "--checks", "not_a_server_error", "--max-examples", "10", "--request-timeout", "30",
-         "--header", f"Authorization: Bearer {token}", "--generation-deterministic"],
-        capture_output=True, text=True, timeout=900,
+         "--checks", "not_a_server_error,signed_callbacks_pass", "--max-examples", "10",
+         "--request-timeout", "30", "--header", f"Authorization: Bearer {token}",
+         "--generation-deterministic"],
+        capture_output=True, text=True, timeout=900, env=env, cwd=ROOT,
     )  # fmt: skip
-    return "" if result.returncode == 0 else result.stdout[-6000:] + result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

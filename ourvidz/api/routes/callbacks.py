@@ -29,6 +29,13 @@ from ourvidz.jobs.callbacks import apply_report
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["workers"])
+# The body is read raw (its signature is checked first), so its schema is declared by hand; the models it
+# refers to go into the document's components (`SCHEMAS`, added by the app).
+_BODY_SCHEMA = JobCallbackRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+SCHEMAS = _BODY_SCHEMA.pop("$defs", {}) | {"JobCallbackRequest": _BODY_SCHEMA}
+_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/JobCallbackRequest"}},
+}}}  # fmt: skip
 TIMESTAMP_HEADER, SIGNATURE_HEADER = "x-ourvidz-timestamp", "x-ourvidz-signature"  # deprecated
 WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
@@ -105,7 +112,7 @@ def _secret(gw: Gateway) -> str:
     return secret.get_secret_value()
 
 
-@router.post("/job-callback", response_model=CallbackResponse)
+@router.post("/job-callback", response_model=CallbackResponse, openapi_extra=_BODY)
 def job_callback(body: Annotated[bytes, Depends(verified_body)], gw: GatewayDep) -> CallbackResponse:
     """Record a worker's processing / completed / failed report for a job."""
     report = JobCallbackRequest.model_validate_json(body).report()
