@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from prefect import get_run_logger, task
@@ -19,6 +20,7 @@ from ourvidz.jobs.enhancement import apply_enhancement
 from ourvidz.jobs.errors import Failure
 from ourvidz.jobs.outputs import Output
 from ourvidz.jobs.progress import ProgressReporter
+from ourvidz.jobs.references import with_reference
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.jobs.start import start_job
 from ourvidz.orchestration.runs import current_run_id
@@ -57,8 +59,11 @@ async def generate(spec: JobSpec, prompt: str) -> GenerationResult:
     loads_before = runtime.pipelines.total_loads
     reporter = ProgressReporter(_sessions(), spec.id, spec.user_id, spec.job_type.name)
     async with reporter:
+        request = await asyncio.to_thread(
+            with_reference, runtime.storage, spec.with_prompt(prompt), spec.reference
+        )
         result = await runtime.generate_async(
-            spec.with_prompt(prompt),
+            request,
             OutputPlace(bucket=spec.bucket, user_id=spec.user_id, job_id=spec.id),
             Control(progress=reporter.report, cancel=cancel),
         )

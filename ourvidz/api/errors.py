@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ourvidz.jobs.errors import Conflict, InvalidJob, JobError, NotFound, OrchestratorUnavailable
+from ourvidz.jobs.errors import Conflict, Forbidden, InvalidJob, JobError, NotFound, OrchestratorUnavailable
 from ourvidz.policy import ContentProhibited, ContentTierNotAllowed, PolicyError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ STATUS_CODES = {
     503: "SERVICE_UNAVAILABLE",
 }
 JOB_ERROR_STATUS: dict[type[JobError], int] = {
-    InvalidJob: 400, NotFound: 404, Conflict: 409, OrchestratorUnavailable: 503,
+    InvalidJob: 400, Forbidden: 403, NotFound: 404, Conflict: 409, OrchestratorUnavailable: 503,
 }  # fmt: skip
 
 

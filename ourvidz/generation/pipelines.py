@@ -6,17 +6,20 @@ whether it runs alone or inside a batch, and every image gets its own seeded gen
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
 from ourvidz.generation.control import Cancelled, Control
 from ourvidz.generation.request import GenerationRequest
 
 Embeddings = dict[str, torch.Tensor]
+_IMG2IMG: weakref.WeakKeyDictionary[DiffusionPipeline, DiffusionPipeline] = weakref.WeakKeyDictionary()
 Encoder = Callable[[DiffusionPipeline, GenerationRequest], Embeddings]
 WAN_MAX_SEQUENCE_LENGTH = 512
 
@@ -67,7 +70,7 @@ def run_pipeline(
     batchable = first.batch_key is not None and all(r.batch_key == first.batch_key for r in requests)
     if len(requests) > 1 and not batchable:
         raise ValueError("only requests with the same batch key can share a call")
-    total = first.steps
+    total = first.steps if first.strength is None else img2img_steps(first)[1]
     _raise_if_all_cancelled(controls)
 
     def on_step_end(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +96,8 @@ def run_pipeline(
         }
         if first.family == "wan":
             frames = pipe(**embeddings, **common, num_frames=first.frames).frames
+        elif first.reference is not None:
+            frames = _img2img(pipe, first, embeddings, common).images[:, None]
         else:
             frames = pipe(**embeddings, **common).images[:, None]
     pixels = (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
@@ -103,6 +108,31 @@ def run_pipeline(
         start += request.num_images
         results.append(Cancelled("cancelled") if control.cancelled else chunk)
     return results
+
+
+def img2img_steps(request: GenerationRequest) -> tuple[int, int]:
+    """The schedule's length and the steps actually denoised: `steps` over the whole schedule, of which
+    the last `strength` share runs; lengthened so that at least one step runs (a 0.05 exact copy)."""
+    assert request.strength is not None
+    schedule = max(request.steps, math.ceil(1 / request.strength))
+    return schedule, min(int(schedule * request.strength), schedule)
+
+
+def _img2img(
+    pipe: DiffusionPipeline, request: GenerationRequest, embeddings: Embeddings, common: dict[str, Any]
+) -> Any:
+    """SDXL image-to-image on the loaded pipeline's components (no second copy of the weights); the output
+    takes the reference's size, which the worker made the request's."""
+    if not isinstance(pipe, StableDiffusionXLPipeline):  # the noop profile: any call makes black frames
+        return pipe(**embeddings, **common)
+    img2img = _IMG2IMG.get(pipe)
+    if img2img is None:
+        img2img = _IMG2IMG[pipe] = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
+    assert request.reference is not None
+    image = torch.tensor(request.reference).permute(2, 0, 1)[None].float() / 255.0
+    options = {key: value for key, value in common.items() if key not in ("width", "height")}
+    options["num_inference_steps"] = img2img_steps(request)[0]
+    return img2img(**embeddings, **options, image=image, strength=request.strength)
 
 
 def _raise_if_all_cancelled(controls: Sequence[Control]) -> None:

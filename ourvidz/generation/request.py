@@ -11,6 +11,8 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ourvidz.catalog import VIDEO_FPS, JobType, UnknownJobType, get_job_type
 
 SEED_LIMIT = 2**63  # seeds are stored in signed 64-bit columns
@@ -45,7 +47,12 @@ class InvalidRequest(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """One job's pipeline inputs. `seeds` holds one seed per output image (one for a video)."""
+    """One job's pipeline inputs. `seeds` holds one seed per output image (one for a video).
+
+    Image-to-image (SDXL): `strength` is the share of the schedule that is denoised, and `reference` the
+    reference image's RGB pixels at the output size (set by the worker before the call; the prompt may
+    then be empty, as for the seed's exact copies).
+    """
 
     family: str
     prompt: str
@@ -57,13 +64,20 @@ class GenerationRequest:
     frames: int = 1
     negative_prompt: str = ""
     fps: int = field(default=VIDEO_FPS)
+    strength: float | None = None
+    reference: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         limits = FAMILY_LIMITS.get(self.family)
         if limits is None:
             raise InvalidRequest("family", f"unknown model family {self.family!r}; known: sdxl, wan")
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
+        if not isinstance(self.prompt, str) or (not self.prompt.strip() and self.strength is None):
             raise InvalidRequest("prompt", "must be a non-empty string")
+        if self.strength is not None:
+            if self.family != "sdxl":
+                raise InvalidRequest("reference_image_url", "only SDXL jobs take a reference image")
+            if not isinstance(self.strength, int | float) or not 0 < self.strength <= 1:
+                raise InvalidRequest("denoise_strength", f"must be in (0, 1], got {self.strength!r}")
         if len(self.prompt) > MAX_PROMPT_CHARS or len(self.negative_prompt) > MAX_PROMPT_CHARS:
             raise InvalidRequest("prompt", f"longer than {MAX_PROMPT_CHARS} characters")
         for name in ("width", "height"):
@@ -105,7 +119,7 @@ class GenerationRequest:
     @property
     def batch_key(self) -> tuple[object, ...] | None:
         """Requests with equal keys can share one pipeline call; None means never batched."""
-        if self.family != "sdxl":
+        if self.family != "sdxl" or self.strength is not None:
             return None
         return (self.family, self.width, self.height, self.steps, self.guidance)
 
@@ -130,6 +144,7 @@ def request_for_job(
     steps: int | None = None,
     guidance: float | None = None,
     frames: int | None = None,
+    strength: float | None = None,
 ) -> GenerationRequest:
     """A request with the catalog's defaults for `job_type`, overridden (within bounds) where given."""
     try:
@@ -156,4 +171,5 @@ def request_for_job(
         frames=(job.frames or 1) if frames is None else frames,
         seeds=tuple(seeds),
         fps=job.fps or VIDEO_FPS,
+        strength=strength,
     )

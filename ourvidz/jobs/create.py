@@ -23,6 +23,7 @@ from ourvidz.db.models import Image, Job, Profile, Project, UserRole, Video
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.content import check_content
 from ourvidz.jobs.errors import InvalidJob, NotFound
+from ourvidz.jobs.references import check_access
 from ourvidz.jobs.spec import Checked, check_job
 from ourvidz.jobs.wake import wake_dispatchers
 from ourvidz.policy import ContentPolicy, ContentTier
@@ -115,6 +116,8 @@ def add_job(
         if earlier is not None:
             return NewJob(earlier, False)
     _check_ownership(session, request)
+    if checked.img2img is not None:
+        check_access(checked.img2img.reference, request.user_id)
     profile = session.get(Profile, request.user_id)  # held: the content check reads it, no second query
     check_content(session, request.user_id, prompt, checked.tier, policy)
     if enhanced := checked.metadata.get("enhanced_prompt"):
@@ -128,7 +131,7 @@ def add_job(
     row = Job(
         user_id=request.user_id, job_type=job_type.name, queue=job_type.queue, format=job_type.format,
         quality=job_type.quality, model_type=job_type.model_variant, original_prompt=prompt,
-        meta=checked.metadata, project_id=request.project_id, webhook_url=request.webhook_url,
+        meta=_recorded(checked), project_id=request.project_id, webhook_url=request.webhook_url,
         idempotency_key=request.idempotency_key, max_attempts=request.max_attempts,
         flow_run_id=request.flow_run_id,
     )  # fmt: skip
@@ -138,6 +141,13 @@ def add_job(
     if request.flow_run_id is None:
         wake_dispatchers(session)
     return NewJob(row, True)
+
+
+def _recorded(checked: Checked) -> dict[str, Any]:
+    """The job's metadata as stored: as asked, plus an image-to-image job's mode."""
+    if checked.img2img is None:
+        return checked.metadata
+    return {**checked.metadata, "reference_mode": checked.img2img.mode}
 
 
 def _with_project_prompt(session: Session, request: JobRequest) -> JobRequest:

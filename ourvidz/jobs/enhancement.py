@@ -121,7 +121,7 @@ def apply_enhancement(sessions: sessionmaker[Session], spec: JobSpec) -> str:
     The final prompt passes the content check again (raises a PolicyError): an enhancer may add words.
     """
     prompt, strategy, details = spec.prompt, NO_ENHANCEMENT, None
-    if spec.enhance:
+    if spec.enhance and spec.prompt:  # a promptless exact copy has nothing to enhance
         settings = get_settings()
         result = enhance(
             spec.prompt, spec.job_type, enhancers_for(sessions, settings), policy=content_policy(settings),

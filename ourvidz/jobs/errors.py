@@ -46,6 +46,12 @@ class NotFound(JobError):
     code = "NOT_FOUND"
 
 
+class Forbidden(JobError):
+    """The request names something the caller may not use (another user's file)."""
+
+    code = "FORBIDDEN"
+
+
 class Conflict(JobError):
     """The job's state does not allow this now (already final, an illegal move)."""
 

@@ -3,8 +3,8 @@
 A job's generation options live in its metadata (`num_images`, `seed` or `seeds`, `negative_prompt`,
 `width`, `height`, `steps`, `guidance`, `frames`, `bucket`, `content_tier`, `enhance`, and
 `enhanced_prompt`: the prompt to generate from, enhanced by the client); anything not given comes from
-the catalog. Reference images (`reference_image_url`, `start_reference_url`, `end_reference_url`) are
-refused with REFERENCE_NOT_SUPPORTED rather than ignored.
+the catalog. A reference image (`reference_image_url`, with `denoise_strength` or `reference_strength`
+and `exact_copy_mode`) makes an SDXL job image-to-image (`ourvidz.jobs.references`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 from ourvidz.catalog import JobType, UnknownJobType, get_job_type
 from ourvidz.generation.request import GenerationRequest, InvalidRequest, request_for_job
 from ourvidz.jobs.errors import InvalidJob
+from ourvidz.jobs.references import Img2Img, Reference, img2img_of
 from ourvidz.policy import ContentTier
 from ourvidz.storage import validate_bucket
 
 OVERRIDE_KEYS = ("width", "height", "steps", "guidance", "frames")
-REFERENCE_KEYS = ("reference_image_url", "start_reference_url", "end_reference_url")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,7 @@ class JobSpec:
     project_id: uuid.UUID | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     flow_run_id: uuid.UUID | None = None  # the run that started this attempt
+    reference: Reference | None = None  # an image-to-image job's reference image
 
     def with_prompt(self, prompt: str) -> GenerationRequest:
         """The generation request with `prompt` (e.g. the enhanced one) in place of the original."""
@@ -44,7 +45,7 @@ class JobSpec:
             self.job_type, prompt, negative_prompt=self.request.negative_prompt,
             num_images=self.request.num_images, seeds=self.request.seeds, width=self.request.width,
             height=self.request.height, steps=self.request.steps, guidance=self.request.guidance,
-            frames=self.request.frames,
+            frames=self.request.frames, strength=self.request.strength,
         )  # fmt: skip
 
 
@@ -58,12 +59,14 @@ class Checked:
     request: GenerationRequest
     bucket: str
     tier: ContentTier  # the tier the job asks for (`metadata.content_tier`)
+    img2img: Img2Img | None = None
 
 
 def check_job(job_type: str, prompt: str | None, metadata: dict[str, Any] | None) -> Checked:
     """The same checks wherever a job is made or started; raises InvalidJob with the spec's code."""
     prompt = prompt.strip() if isinstance(prompt, str) else ""
-    if not prompt:
+    metadata = dict(metadata or {})
+    if not prompt and not metadata.get("reference_image_url"):  # a reference job may go without one
         raise InvalidJob("a prompt is required", code="MISSING_PROMPT")
     try:
         kind = get_job_type(job_type)
@@ -71,25 +74,22 @@ def check_job(job_type: str, prompt: str | None, metadata: dict[str, Any] | None
         raise InvalidJob(str(exc), code="INVALID_JOB_TYPE", details={"valid": exc.valid}) from None
     if len(prompt) > kind.max_prompt_chars:
         raise InvalidJob(f"prompt is longer than {kind.max_prompt_chars} characters", code="PROMPT_TOO_LONG")
-    metadata = dict(metadata or {})
     enhanced = metadata.get("enhanced_prompt")
     if enhanced is not None and (not isinstance(enhanced, str) or len(enhanced) > kind.max_prompt_chars):
         raise InvalidJob(
             f"enhanced_prompt must be a string of at most {kind.max_prompt_chars} characters",
             details={"field": "enhanced_prompt"},
         )
-    if given := [key for key in REFERENCE_KEYS if metadata.get(key)]:
-        raise InvalidJob(
-            "reference images are not supported by this backend yet", code="REFERENCE_NOT_SUPPORTED",
-            details={"field": given[0]},
-        )  # fmt: skip
+    img2img = img2img_of(kind, prompt, metadata)
+    if img2img is None and not prompt:
+        raise InvalidJob("a prompt is required", code="MISSING_PROMPT")
     try:
         tier = requested_tier(metadata)
-        request = build_request(kind.name, prompt, metadata)
+        request = build_request(kind.name, prompt, metadata, img2img)
         bucket = job_bucket(kind, metadata)
     except InvalidRequest as exc:
         raise InvalidJob(str(exc), details={"field": exc.field}) from None
-    return Checked(kind, prompt, metadata, request, bucket, tier)
+    return Checked(kind, prompt, metadata, request, bucket, tier, img2img)
 
 
 def requested_tier(metadata: dict[str, Any]) -> ContentTier:
@@ -99,8 +99,11 @@ def requested_tier(metadata: dict[str, Any]) -> ContentTier:
         raise InvalidRequest("content_tier", f"must be one of {[t.value for t in ContentTier]}") from exc
 
 
-def build_request(job_type: str, prompt: str, metadata: dict[str, Any]) -> GenerationRequest:
-    """The generation request a job's metadata asks for, checked against the catalog and bounds."""
+def build_request(
+    job_type: str, prompt: str, metadata: dict[str, Any], img2img: Img2Img | None = None
+) -> GenerationRequest:
+    """The generation request a job's metadata asks for, checked against the catalog and bounds; an
+    image-to-image job's mode decides its guidance, steps and negative prompt where the job does not."""
     seeds = metadata.get("seeds")
     num_images = metadata.get("num_images", 1)
     if seeds is None and metadata.get("seed") is not None:
@@ -113,9 +116,14 @@ def build_request(job_type: str, prompt: str, metadata: dict[str, Any]) -> Gener
     if not isinstance(negative, str):
         raise InvalidRequest("negative_prompt", "must be a string")
     overrides = {key: metadata[key] for key in OVERRIDE_KEYS if metadata.get(key) is not None}
+    strength = None
+    if img2img is not None:
+        overrides |= {"guidance": img2img.guidance, "steps": img2img.steps}
+        negative = negative if img2img.negative_prompt is None else img2img.negative_prompt
+        strength = img2img.denoise
     return request_for_job(
         get_job_type(job_type), prompt, negative_prompt=negative, num_images=num_images,
-        seeds=seeds, **overrides,
+        seeds=seeds, strength=strength, **overrides,
     )  # fmt: skip
 
 

@@ -71,6 +71,7 @@ def _check(session: Session, job: Job) -> JobSpec:
         request=checked.request, bucket=checked.bucket, content_tier=verdict.tier,
         enhance=_enhances(checked),
         webhook_url=job.webhook_url, project_id=job.project_id, metadata=checked.metadata,
+        reference=checked.img2img.reference if checked.img2img else None,
     )  # fmt: skip
 
 

@@ -172,3 +172,35 @@ def test_the_worker_keeps_one_pipeline_per_model(orchestra: Orchestra) -> None:
     ]
     orchestra.wait_final(job_ids)
     assert orchestra.worker_status()["model_loads"] == {"sdxl": 1, "wan": 1}
+
+
+def test_image_to_image_jobs_complete_in_both_modes_and_a_missing_reference_fails_the_job(
+    orchestra: Orchestra,
+) -> None:
+    storage = Storage(orchestra.settings.storage_url)
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (300, 200), (200, 60, 30)).save(buffer, format="PNG")
+    reference = f"user-library/{orchestra.user_id}/reference.png"
+    storage.put("user-library", f"{orchestra.user_id}/reference.png", buffer.getvalue())
+    modify = orchestra.submit(
+        "sdxl_image_fast",
+        "a red car",
+        metadata={**SMALL_SDXL, "num_images": 3, "reference_image_url": reference},
+    )
+    copy = orchestra.submit(
+        "sdxl_image_fast", "", metadata={"width": 128, "height": 128, "exact_copy_mode": True,
+                                         "reference_image_url": reference},
+    )  # fmt: skip
+    missing = orchestra.submit(
+        "sdxl_image_fast", "a red car",
+        metadata={**SMALL_SDXL, "reference_image_url": f"user-library/{orchestra.user_id}/gone.png"},
+    )  # fmt: skip
+    jobs = orchestra.wait_final([modify, copy, missing])
+    assert (jobs[modify].status, jobs[copy].status) == (JobStatus.COMPLETED, JobStatus.COMPLETED)
+    assert (jobs[modify].meta["reference_mode"], jobs[copy].meta["reference_mode"]) == ("modify", "copy")
+    assert (jobs[missing].status, jobs[missing].error_code) == (JobStatus.FAILED, "REFERENCE_NOT_FOUND")
+    with orchestra.sessions() as session:
+        images = session.scalars(select(Image).where(Image.job_id.in_([modify, copy]))).all()
+    assert sorted(image.job_id == modify for image in images) == [False, True, True, True]
+    for image in images:
+        assert PILImage.open(io.BytesIO(storage.get(image.bucket, image.storage_key))).size == (128, 128)

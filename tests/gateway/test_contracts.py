@@ -216,20 +216,39 @@ def test_era_b_generation_service_and_video_bodies(gateway: Gateway) -> None:
     assert (queued["job"]["metadata"]["num_images"], queued["job"]["metadata"]["width"]) == (1, 832)
 
 
-def test_a_reference_image_is_refused_rather_than_ignored(gateway: Gateway) -> None:
-    user = gateway.user()
-    for body in (
-        {"job_type": "sdxl_image_fast", "prompt": "x", "reference_image_url": f"user-library/{user}/ref.png"},
-        {
-            "job_type": "wan_video_fast",
-            "prompt": "x",
-            "metadata": {"start_reference_url": "https://example.com/a.png"},
-        },
-    ):
-        answer = _queue(gateway, user, body)
-        assert (answer.status_code, answer.json()["code"]) == (400, "REFERENCE_NOT_SUPPORTED"), answer.text
+def test_reference_images_own_remote_and_of_others(gateway: Gateway) -> None:
+    user, other = gateway.user(), gateway.user()
+    own = f"user-library/{user}/ref.png"
+    body = {
+        "job_type": "sdxl_image_high", "prompt": "a red car on a coastal road", "reference_image_url": own,
+        "reference_strength": 0.5, "denoise_strength": 0.35, "guidance_scale": 7.5, "steps": 25,
+        "metadata": {"reference_image_url": own, "reference_mode": "modify", "reference_type": "style",
+                     "denoise_strength": 0.35, "reference_profile": {"placeholder": True}},
+    }  # fmt: skip
+    metadata = _queued(gateway, user, body)["job"]["metadata"]
+    assert (metadata["reference_mode"], metadata["reference_image_url"]) == ("modify", own)
+    copy = {"job_type": "sdxl_image_fast", "prompt": "", "metadata": {"exact_copy_mode": True,
+            "reference_image_url": f"workspace-temp/{user}/ref.png"}}  # fmt: skip
+    assert _queued(gateway, user, copy)["job"]["metadata"]["reference_mode"] == "copy"
+    theirs = f"user-library/{user}/ref.png"  # sent by `other` below
+    refused = {
+        "another user's file": ({"job_type": "sdxl_image_fast", "prompt": "x", "reference_image_url": theirs},
+                                403, "CROSS_USER_REFERENCE"),
+        "a loopback URL": ({"job_type": "sdxl_image_fast", "prompt": "x",
+                            "reference_image_url": "https://127.0.0.1:4200/api/flow_runs"}, 400,
+                           "REFERENCE_URL_NOT_ALLOWED"),
+        "a link-local URL": ({"job_type": "sdxl_image_fast", "prompt": "x",
+                              "metadata": {"reference_image_url": "https://169.254.169.254/latest"}}, 400,
+                             "REFERENCE_URL_NOT_ALLOWED"),
+        "a video's start frame": ({"job_type": "wan_video_fast", "prompt": "x",
+                                   "metadata": {"start_reference_url": "https://example.com/a.png"}}, 400,
+                                  "REFERENCE_NOT_SUPPORTED"),
+    }  # fmt: skip
+    for case, (refused_body, status, code) in refused.items():
+        answer = _queue(gateway, other, refused_body)
+        assert (answer.status_code, answer.json()["code"]) == (status, code), (case, answer.text)
     with gateway.sessions() as session:
-        assert session.scalars(select(Job).where(Job.user_id == user)).all() == []
+        assert session.scalars(select(Job).where(Job.user_id == other)).all() == []
 
 
 ENHANCE_BODIES = {

@@ -1,0 +1,244 @@
+"""Reference images of image-to-image jobs: where one may come from, and the seed's two modes.
+
+A reference (`reference_image_url`) is a file in our storage owned by the caller, written
+`<bucket>/<key>` (the seed's `user-library/<user id>/...` and `workspace-temp/<user id>/...`, or the
+gateway's own `/files/<bucket>/<key>` download path), whose key starts with the caller's id (another
+user's is 403 CROSS_USER_REFERENCE, as the seed answers); or an https URL whose host resolves to
+public addresses only (never loopback, private, link-local or reserved ones), fetched by the GPU
+worker with size, type and time limits and no redirects.
+
+Modes, as the seed's queue-job decides them: an **exact copy** (`exact_copy_mode`, no prompt, no
+`originalEnhancedPrompt`) denoises at most 0.05 with CFG 1.0, 15 steps and no negative prompt; a
+**modify** (any other reference job) defaults to denoise 0.20, CFG 6.0, 20 steps. The denoise is
+`denoise_strength`, else `1 - reference_strength`. Only SDXL jobs take a reference; a Wan job that
+names one is refused with REFERENCE_NOT_SUPPORTED (no image-to-video model is configured).
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import socket
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from ourvidz.catalog import JobType
+from ourvidz.generation.request import GenerationRequest
+from ourvidz.jobs.errors import Forbidden, InvalidJob
+from ourvidz.storage import InvalidStorageKey, Storage, validate_bucket, validate_key
+
+VIDEO_REFERENCE_KEYS = ("start_reference_url", "end_reference_url")
+EXACT_COPY = {"denoise": 0.05, "guidance": 1.0, "steps": 15}
+MODIFY = {"denoise": 0.20, "guidance": 6.0, "steps": 20}
+MIN_DENOISE = 0.01  # a reference kept entirely (`reference_strength: 1`) still runs one step
+MAX_REFERENCE_BYTES = 20 * 1024 * 1024
+MAX_REFERENCE_PIXELS = 40_000_000
+FETCH_TIMEOUT_SECONDS = 10.0
+DOWNLOAD_PREFIX = "/files/"
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """Where a reference image is: a stored file (`bucket`, `key`) or a public https `url`."""
+
+    bucket: str | None = None
+    key: str | None = None
+    url: str | None = None
+
+    def as_metadata(self) -> dict[str, str]:
+        return {"url": self.url} if self.url else {"bucket": self.bucket or "", "key": self.key or ""}
+
+    @classmethod
+    def of_metadata(cls, value: dict[str, str]) -> Reference:
+        return cls(url=value["url"]) if value.get("url") else cls(bucket=value["bucket"], key=value["key"])
+
+
+@dataclass(frozen=True, slots=True)
+class Img2Img:
+    """A reference job's settings once its mode is applied."""
+
+    reference: Reference
+    mode: str  # "copy" or "modify"
+    denoise: float
+    guidance: float
+    steps: int
+    negative_prompt: str | None  # None: the job's own
+
+
+def reference_of(job_type: JobType, metadata: dict[str, Any]) -> Reference | None:
+    """The job's reference image, if it names one (checked for form, not for owner or address)."""
+    named = [key for key in VIDEO_REFERENCE_KEYS if metadata.get(key)]
+    value = metadata.get("reference_image_url")
+    if job_type.family != "sdxl" and (value or named):
+        raise InvalidJob(
+            f"{job_type.name} takes no reference image: no image-to-video model is configured",
+            code="REFERENCE_NOT_SUPPORTED", details={"field": named[0] if named else "reference_image_url"},
+        )  # fmt: skip
+    if named:
+        raise InvalidJob(
+            "start and end frames are for video jobs",
+            code="REFERENCE_NOT_SUPPORTED",
+            details={"field": named[0]},
+        )
+    if not value:
+        return None
+    if not isinstance(value, str) or len(value) > 2048:
+        raise InvalidJob("reference_image_url must be a string of at most 2048 characters", details=_FIELD)
+    if value.lower().startswith(("http://", "https://")):
+        if not value.lower().startswith("https://"):
+            raise InvalidJob(
+                "a reference URL must be https", code="REFERENCE_URL_NOT_ALLOWED", details=_FIELD
+            )
+        return Reference(url=value)
+    bucket, _, key = value.removeprefix(DOWNLOAD_PREFIX).partition("/")
+    try:
+        return Reference(bucket=validate_bucket(bucket), key=validate_key(key))
+    except (ValueError, InvalidStorageKey):
+        raise InvalidJob(
+            "reference_image_url must be <bucket>/<key> of a stored file or an https URL", details=_FIELD
+        ) from None
+
+
+_FIELD = {"field": "reference_image_url"}
+
+
+def img2img_of(job_type: JobType, prompt: str, metadata: dict[str, Any]) -> Img2Img | None:
+    """The job's image-to-image settings: the mode's defaults under what the job asks for."""
+    reference = reference_of(job_type, metadata)
+    if reference is None:
+        return None
+    exact = (
+        bool(metadata.get("exact_copy_mode")) and not prompt and not metadata.get("originalEnhancedPrompt")
+        and metadata.get("reference_mode") != "modify"
+    )  # fmt: skip
+    defaults = EXACT_COPY if exact else MODIFY
+    denoise = _denoise(metadata, defaults["denoise"])
+    if exact:
+        return Img2Img(reference, "copy", min(denoise, EXACT_COPY["denoise"]), EXACT_COPY["guidance"],
+                       _given(metadata, "steps", defaults["steps"]), "")  # fmt: skip
+    return Img2Img(reference, "modify", denoise, _given(metadata, "guidance", defaults["guidance"]),
+                   _given(metadata, "steps", defaults["steps"]), None)  # fmt: skip
+
+
+def _denoise(metadata: dict[str, Any], default: float) -> float:
+    field, denoise = "denoise_strength", metadata.get("denoise_strength")
+    if denoise is None and metadata.get("reference_strength") is not None:
+        field, strength = "reference_strength", metadata["reference_strength"]
+        denoise = 1 - strength if _fraction(strength) else strength
+    if denoise is None:
+        return default
+    if not _fraction(denoise):
+        raise InvalidJob(f"{field} must be a number from 0 to 1", details={"field": field})
+    return max(MIN_DENOISE, float(denoise))
+
+
+def _fraction(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _given(metadata: dict[str, Any], key: str, default: Any) -> Any:
+    return default if metadata.get(key) is None else metadata[key]
+
+
+def check_access(reference: Reference, user_id: uuid.UUID) -> None:
+    """A stored reference must be the caller's; a URL must point at public addresses only."""
+    if reference.url is not None:
+        check_public(reference.url)
+    elif reference.key is not None and reference.key.split("/", 1)[0] != str(user_id):
+        raise Forbidden(
+            "the reference image belongs to another user", code="CROSS_USER_REFERENCE", details=_FIELD
+        )
+
+
+def check_public(url: str) -> None:
+    """Refuse a URL whose host is, or resolves to, anything but public addresses."""
+    host = urlsplit(url).hostname
+    if not host:
+        raise InvalidJob("the reference URL has no host", code="REFERENCE_URL_NOT_ALLOWED", details=_FIELD)
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        raise InvalidJob(
+            f"the reference URL's host {host!r} cannot be resolved",
+            code="REFERENCE_URL_NOT_ALLOWED",
+            details=_FIELD,
+        ) from None
+    private = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%", 1)[0]).is_global)
+    if private or not addresses:
+        raise InvalidJob(
+            "the reference URL points at a private, loopback or reserved address",
+            code="REFERENCE_URL_NOT_ALLOWED", details={**_FIELD, "addresses": private},
+        )  # fmt: skip
+
+
+def load_reference(storage: Storage, reference: Reference) -> bytes:
+    """The reference file's bytes (raises InvalidJob REFERENCE_NOT_FOUND when it cannot be had)."""
+    if reference.url is not None:
+        return _fetch(reference.url)
+    assert reference.bucket is not None and reference.key is not None
+    if not storage.exists(reference.bucket, reference.key):
+        raise InvalidJob("the reference image is not in storage", code="REFERENCE_NOT_FOUND", details=_FIELD)
+    if storage.size(reference.bucket, reference.key) > MAX_REFERENCE_BYTES:
+        raise InvalidJob(
+            f"the reference image is over {MAX_REFERENCE_BYTES} bytes", code="REFERENCE_TOO_LARGE"
+        )
+    return storage.get(reference.bucket, reference.key)
+
+
+def _fetch(url: str) -> bytes:
+    check_public(url)  # again: the name may resolve elsewhere now than when the job was accepted
+    try:
+        with httpx.stream("GET", url, timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False) as answer:
+            if answer.status_code != 200:
+                raise InvalidJob(
+                    f"the reference URL answered {answer.status_code}", code="REFERENCE_NOT_FOUND"
+                )
+            if not answer.headers.get("content-type", "").startswith("image/"):
+                raise InvalidJob("the reference URL is not an image", code="REFERENCE_NOT_FOUND")
+            data = bytearray()
+            for chunk in answer.iter_bytes():
+                data += chunk
+                if len(data) > MAX_REFERENCE_BYTES:
+                    raise InvalidJob(
+                        f"the reference image is over {MAX_REFERENCE_BYTES} bytes", code="REFERENCE_TOO_LARGE"
+                    )
+            return bytes(data)
+    except httpx.HTTPError as exc:
+        raise InvalidJob(f"the reference URL cannot be fetched: {exc}", code="REFERENCE_NOT_FOUND") from None
+
+
+def reference_pixels(data: bytes, width: int, height: int) -> np.ndarray:
+    """The reference as RGB uint8 (height, width, 3): scaled to cover the output size, then centre-cropped
+    (the seed worker's `center_crop` policy)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_REFERENCE_PIXELS:
+                raise InvalidJob(
+                    f"the reference image is over {MAX_REFERENCE_PIXELS} pixels", code="REFERENCE_TOO_LARGE"
+                )
+            rgb = image.convert("RGB")
+    except (OSError, Image.DecompressionBombError):
+        raise InvalidJob(
+            "the reference file is not an image this worker can read", code="REFERENCE_NOT_FOUND"
+        ) from None
+    scale = max(width / rgb.width, height / rgb.height)
+    size = (max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale)))
+    rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+    left, top = (rgb.width - width) // 2, (rgb.height - height) // 2
+    return np.asarray(rgb.crop((left, top, left + width, top + height)), dtype=np.uint8)
+
+
+def with_reference(
+    storage: Storage, request: GenerationRequest, reference: Reference | None
+) -> GenerationRequest:
+    """The request with its reference image's pixels, read from storage or fetched (a worker's step)."""
+    if reference is None:
+        return request
+    pixels = reference_pixels(load_reference(storage, reference), request.width, request.height)
+    return replace(request, reference=pixels)
