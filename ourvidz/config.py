@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
         description="Wan2.1 T2V 1.3B weights for the production profile: a repo id or a diffusers folder.",
     )
+    wan_i2v_model: str = Field(
+        "",
+        description="Wan2.1 image-to-video weights (e.g. `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers`; with the "
+        "tiny profile any value builds a tiny one): Wan jobs then take a first frame (`start_reference_url` "
+        "or `reference_image_url`). Empty: a Wan job naming a reference is refused "
+        "(REFERENCE_NOT_SUPPORTED). Set it alike on gateways and GPU workers.",
+    )
     device: str = Field(
         "auto",
         description="Torch device of this worker's generation runtime: `auto` (CUDA if present), "

@@ -36,7 +36,10 @@ def _sessions() -> sessionmaker[Session]:
 @task(name="create", cache_policy=NO_CACHE, **DB_RETRIES)
 def create(request: JobRequest) -> uuid.UUID:
     """The job of a run started from Prefect with a prompt, checked as the gateway checks one."""
-    return create_job(_sessions(), request, get_settings().max_metadata_bytes).job.id
+    settings = get_settings()
+    return create_job(
+        _sessions(), request, settings.max_metadata_bytes, video_references=bool(settings.wan_i2v_model)
+    ).job.id
 
 
 @task(name="validate", cache_policy=NO_CACHE, **DB_RETRIES)

@@ -134,7 +134,7 @@ class DeviceExecutor:
         requests = [item.request for item in live if item.request]
         family = requests[0].family
         try:
-            pipeline = self.pipelines.get(family)
+            pipeline = self.pipelines.get(requests[0].pipeline)
             results = run_pipeline(pipeline, requests, [i.control for i in live], self.encoders.get(family))
         except Exception as exc:
             for item in live:

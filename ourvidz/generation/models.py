@@ -23,8 +23,10 @@ from diffusers import (
     DiffusionPipeline,
     StableDiffusionXLPipeline,
     UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
     WanPipeline,
 )
+from transformers import CLIPVisionModel
 
 from ourvidz.config import Settings
 from ourvidz.generation.noop import NoopPipeline
@@ -32,6 +34,8 @@ from ourvidz.generation.request import InvalidRequest
 from ourvidz.generation.tiny import WAN_FLOW_SHIFT, ensure_tiny, tiny_path
 
 FAMILIES = ("sdxl", "wan")
+WAN_I2V = "wan_i2v"  # a pipeline, not a family: Wan requests with a first frame run on it
+PIPELINES = (*FAMILIES, WAN_I2V)
 logger = logging.getLogger(__name__)
 
 # Loading bars would flood a worker's log; loads are counted and reported instead.
@@ -75,6 +79,13 @@ def load_pretrained(key: ModelKey) -> DiffusionPipeline:
     vae = AutoencoderKLWan.from_pretrained(
         key.source, subfolder="vae", dtype=torch.float32, local_files_only=local
     )
+    if key.family == WAN_I2V:  # its CLIP image encoder too, as Wan2.1 I2V is meant to run
+        encoder = CLIPVisionModel.from_pretrained(
+            key.source, subfolder="image_encoder", dtype=torch.float32, local_files_only=local
+        )
+        return WanImageToVideoPipeline.from_pretrained(
+            key.source, vae=vae, image_encoder=encoder, dtype=dtype, local_files_only=local
+        )
     return WanPipeline.from_pretrained(key.source, vae=vae, dtype=dtype, local_files_only=local)
 
 
@@ -94,8 +105,8 @@ class PipelineCache:
         self._lock = threading.Lock()
 
     def key(self, family: str) -> ModelKey:
-        if family not in FAMILIES:
-            raise InvalidRequest("family", f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+        if family not in PIPELINES:
+            raise InvalidRequest("family", f"unknown model family {family!r}; known: {', '.join(PIPELINES)}")
         return ModelKey(family, self.source(family), str(dtype_for(family, self.device)), str(self.device))
 
     def source(self, family: str) -> str:
@@ -105,6 +116,10 @@ class PipelineCache:
             return str(tiny_path(self.settings.models_dir, family))
         if self.settings.model_profile == "noop":
             return "noop"
+        if family == WAN_I2V:
+            if not self.settings.wan_i2v_model:
+                raise InvalidRequest("reference_image_url", "no Wan image-to-video model is configured")
+            return self.settings.wan_i2v_model
         return self.settings.sdxl_model if family == "sdxl" else self.settings.wan_model
 
     def get(self, family: str) -> DiffusionPipeline:
@@ -135,7 +150,7 @@ class PipelineCache:
             assert self.settings.models_dir is not None
             ensure_tiny(self.settings.models_dir, key.family)
         pipeline = self.loader(key)
-        if key.family == "wan":
+        if key.family != "sdxl":
             pipeline.scheduler = UniPCMultistepScheduler.from_config(
                 pipeline.scheduler.config, flow_shift=WAN_FLOW_SHIFT
             )

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+from PIL import Image
 
 from ourvidz.generation.control import Cancelled, Control
 from ourvidz.generation.request import GenerationRequest
@@ -94,7 +95,10 @@ def run_pipeline(
             "output_type": "np",
             "callback_on_step_end": on_step_end,
         }
-        if first.family == "wan":
+        if first.family == "wan" and first.reference is not None:
+            image = Image.fromarray(first.reference)
+            frames = pipe(**embeddings, **common, num_frames=first.frames, image=image).frames
+        elif first.family == "wan":
             frames = pipe(**embeddings, **common, num_frames=first.frames).frames
         elif first.reference is not None:
             frames = _img2img(pipe, first, embeddings, common).images[:, None]

@@ -49,9 +49,9 @@ class InvalidRequest(ValueError):
 class GenerationRequest:
     """One job's pipeline inputs. `seeds` holds one seed per output image (one for a video).
 
-    Image-to-image (SDXL): `strength` is the share of the schedule that is denoised, and `reference` the
-    reference image's RGB pixels at the output size (set by the worker before the call; the prompt may
-    then be empty, as for the seed's exact copies).
+    A `reference` is an image's RGB pixels at the output size, set by the worker before the call. SDXL
+    (image-to-image): `strength` is the share of the schedule that is denoised, and the prompt may be
+    empty (the seed's exact copies). Wan (image-to-video): the reference is the first frame.
     """
 
     family: str
@@ -75,7 +75,7 @@ class GenerationRequest:
             raise InvalidRequest("prompt", "must be a non-empty string")
         if self.strength is not None:
             if self.family != "sdxl":
-                raise InvalidRequest("reference_image_url", "only SDXL jobs take a reference image")
+                raise InvalidRequest("denoise_strength", "only SDXL jobs take a denoise strength")
             if not isinstance(self.strength, int | float) or not 0 < self.strength <= 1:
                 raise InvalidRequest("denoise_strength", f"must be in (0, 1], got {self.strength!r}")
         if len(self.prompt) > MAX_PROMPT_CHARS or len(self.negative_prompt) > MAX_PROMPT_CHARS:
@@ -107,6 +107,11 @@ class GenerationRequest:
             )
         if any(not _is_int(seed) or not 0 <= seed < SEED_LIMIT for seed in self.seeds):
             raise InvalidRequest("seeds", f"each seed must be an integer in [0, 2**63), got {self.seeds}")
+
+    @property
+    def pipeline(self) -> str:
+        """The pipeline that runs it: its family's, or Wan's image-to-video one for a first frame."""
+        return "wan_i2v" if self.family == "wan" and self.reference is not None else self.family
 
     @property
     def num_images(self) -> int:

@@ -1,9 +1,10 @@
 """The `tiny` model profile: real SDXL and Wan pipeline classes at toy sizes, with random weights.
 
-They are built once from configs, saved with `save_pretrained` under the models dir, and from then on
-loaded by exactly the code that loads production weights. Sizes are picked so a catalog-default SDXL
-image takes about a second on two CPU cores; the geometry (8x VAE, 2x2 Wan patches, 4x temporal
-compression, 16 latent channels for Wan) matches the real models, so every size rule is the same.
+They are built once from configs (the Wan image-to-video one only where `wan_i2v_model` is set), saved
+with `save_pretrained` under the models dir, and from then on loaded by exactly the code that loads
+production weights. Sizes are picked so a catalog-default SDXL image takes about a second on two CPU
+cores; the geometry (8x VAE, 2x2 Wan patches, 4x temporal compression, 16 latent channels for Wan)
+matches the real models, so every size rule is the same.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -21,13 +23,17 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
     UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
     WanPipeline,
     WanTransformer3DModel,
 )
 from transformers import (
+    CLIPImageProcessor,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
+    CLIPVisionConfig,
+    CLIPVisionModel,
     UMT5Config,
     UMT5EncoderModel,
 )
@@ -47,7 +53,7 @@ def ensure_tiny(models_dir: Path, family: str) -> Path:
     target = tiny_path(models_dir, family)
     if (target / "model_index.json").is_file():
         return target
-    builders = {"sdxl": build_tiny_sdxl, "wan": build_tiny_wan}
+    builders = {"sdxl": build_tiny_sdxl, "wan": build_tiny_wan, "wan_i2v": build_tiny_wan_i2v}
     if family not in builders:
         raise ValueError(f"no tiny model for family {family!r}")
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -118,26 +124,50 @@ def build_tiny_sdxl() -> StableDiffusionXLPipeline:
     )
 
 
-def build_tiny_wan() -> WanPipeline:
-    tokenizer = umt5_tokenizer()
-    text_encoder = UMT5EncoderModel(
+def _tiny_umt5(tokenizer: Any) -> UMT5EncoderModel:
+    return UMT5EncoderModel(
         UMT5Config(
             vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
             relative_attention_num_buckets=8,
         )
     )  # fmt: skip
+
+
+def _tiny_wan_vae() -> AutoencoderKLWan:
+    return AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+
+
+def build_tiny_wan() -> WanPipeline:
+    tokenizer = umt5_tokenizer()
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16, out_channels=16,
         text_dim=32, freq_dim=32, ffn_dim=32, num_layers=1, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=1024,
     )  # fmt: skip
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
-    )
     return WanPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        transformer=transformer,
-        vae=vae,
+        tokenizer=tokenizer, text_encoder=_tiny_umt5(tokenizer), transformer=transformer, vae=_tiny_wan_vae(),
         scheduler=wan_scheduler(),
-    )
+    )  # fmt: skip
+
+
+def build_tiny_wan_i2v() -> WanImageToVideoPipeline:
+    """Wan2.1 image-to-video at toy size: the noise latents plus the first frame's latents and mask (36
+    input channels), and a CLIP vision encoder whose penultimate states condition the transformer."""
+    tokenizer = umt5_tokenizer()
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=36, out_channels=16,
+        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=1, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=1024, image_dim=32, added_kv_proj_dim=16,
+    )  # fmt: skip
+    image_encoder = CLIPVisionModel(
+        CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                         image_size=32, patch_size=8, projection_dim=32)
+    )  # fmt: skip
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return WanImageToVideoPipeline(
+        tokenizer=tokenizer, text_encoder=_tiny_umt5(tokenizer), vae=_tiny_wan_vae(),
+        scheduler=wan_scheduler(), image_processor=processor, image_encoder=image_encoder,
+        transformer=transformer,
+    )  # fmt: skip

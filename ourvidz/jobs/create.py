@@ -69,13 +69,15 @@ def accept_job(
     request: JobRequest,
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     policy: ContentPolicy | None = None,
+    *,
+    video_references: bool = False,
 ) -> Accepted:
     """Record the job and count its queue in one transaction (the gateway's hot path: a handful of
     round trips and one commit). A retry with the same idempotency key gets the first job, also when
     the two race (the unique constraint stops the second insert)."""
     try:
         with sessions.begin() as session:
-            new = add_job(session, request, max_metadata_bytes, policy)
+            new = add_job(session, request, max_metadata_bytes, policy, video_references=video_references)
             return Accepted(new.job, new.created, queue_length(session, new.job.queue))
     except IntegrityError:
         if (earlier := earlier_job(sessions, request.user_id, request.idempotency_key)) is None:
@@ -89,9 +91,11 @@ def create_job(
     request: JobRequest,
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     policy: ContentPolicy | None = None,
+    *,
+    video_references: bool = False,
 ) -> NewJob:
     """`accept_job` without the queue count."""
-    accepted = accept_job(sessions, request, max_metadata_bytes, policy)
+    accepted = accept_job(sessions, request, max_metadata_bytes, policy, video_references=video_references)
     return NewJob(accepted.job, accepted.created)
 
 
@@ -100,14 +104,17 @@ def add_job(
     request: JobRequest,
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     policy: ContentPolicy | None = None,
+    *,
+    video_references: bool = False,
 ) -> NewJob:
     """A queued job, checked like the flow will check it; raises on bad input. Runs in the caller's
     transaction. The job's output row is linked now (the given image/video row, or a new placeholder),
     so a client can show it before generation ends. Dispatchers are woken when the transaction commits
     (a job started in Prefect already has its run and needs none). `policy`: the process's own
-    (operator vocabularies included) when not given."""
+    (operator vocabularies included) when not given. `video_references`: whether a Wan image-to-video
+    model is configured (`wan_i2v_model`), so a Wan job may name a first frame."""
     request = _with_project_prompt(session, request)
-    checked = _checked(request, max_metadata_bytes)
+    checked = _checked(request, max_metadata_bytes, video_references)
     job_type, prompt = checked.job_type, checked.prompt
     if request.idempotency_key is not None:
         earlier = session.scalar(
@@ -161,7 +168,7 @@ def _with_project_prompt(session: Session, request: JobRequest) -> JobRequest:
     return replace(request, prompt=project.enhanced_prompt or project.original_prompt)
 
 
-def _checked(request: JobRequest, max_metadata_bytes: int) -> Checked:
+def _checked(request: JobRequest, max_metadata_bytes: int, video_references: bool) -> Checked:
     if len(json.dumps(request.metadata or {}, default=str)) > max_metadata_bytes:
         raise InvalidJob(f"metadata is larger than {max_metadata_bytes} bytes", code="METADATA_TOO_LARGE")
     if request.webhook_url is not None:
@@ -172,7 +179,7 @@ def _checked(request: JobRequest, max_metadata_bytes: int) -> Checked:
                 "webhook_url must be an http(s) URL of at most 2048 characters",
                 details={"field": "webhook_url"},
             ) from None
-    return check_job(request.job_type, request.prompt, request.metadata)
+    return check_job(request.job_type, request.prompt, request.metadata, video_references=video_references)
 
 
 def _check_ownership(session: Session, request: JobRequest) -> None:

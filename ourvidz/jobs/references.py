@@ -10,8 +10,9 @@ worker with size, type and time limits and no redirects.
 Modes, as the seed's queue-job decides them: an **exact copy** (`exact_copy_mode`, no prompt, no
 `originalEnhancedPrompt`) denoises at most 0.05 with CFG 1.0, 15 steps and no negative prompt; a
 **modify** (any other reference job) defaults to denoise 0.20, CFG 6.0, 20 steps. The denoise is
-`denoise_strength`, else `1 - reference_strength`. Only SDXL jobs take a reference; a Wan job that
-names one is refused with REFERENCE_NOT_SUPPORTED (no image-to-video model is configured).
+`denoise_strength`, else `1 - reference_strength`. A Wan job takes a first frame (`start_reference_url`, else
+`reference_image_url`) where a Wan image-to-video model is configured (`wan_i2v_model`), and is refused
+with REFERENCE_NOT_SUPPORTED otherwise, as is an end frame (no first-last-frame model is run).
 """
 
 from __future__ import annotations
@@ -64,36 +65,58 @@ class Img2Img:
     """A reference job's settings once its mode is applied."""
 
     reference: Reference
-    mode: str  # "copy" or "modify"
-    denoise: float
-    guidance: float
-    steps: int
-    negative_prompt: str | None  # None: the job's own
+    mode: str  # "copy" or "modify" (SDXL), "first_frame" (Wan)
+    denoise: float | None  # None (Wan): the whole schedule runs; the others None: the job's own
+    guidance: float | None
+    steps: int | None
+    negative_prompt: str | None
 
 
-def reference_of(job_type: JobType, metadata: dict[str, Any]) -> Reference | None:
-    """The job's reference image, if it names one (checked for form, not for owner or address)."""
-    named = [key for key in VIDEO_REFERENCE_KEYS if metadata.get(key)]
-    value = metadata.get("reference_image_url")
-    if job_type.family != "sdxl" and (value or named):
+def reference_of(
+    job_type: JobType, metadata: dict[str, Any], video_references: bool = False
+) -> Reference | None:
+    """The job's reference image, if it names one (checked for form, not for owner or address).
+    `video_references`: whether a Wan image-to-video model is configured to take a first frame."""
+    if job_type.family == "wan":
+        return _first_frame(job_type, metadata, video_references)
+    if named := [key for key in VIDEO_REFERENCE_KEYS if metadata.get(key)]:
         raise InvalidJob(
-            f"{job_type.name} takes no reference image: no image-to-video model is configured",
-            code="REFERENCE_NOT_SUPPORTED", details={"field": named[0] if named else "reference_image_url"},
-        )  # fmt: skip
-    if named:
-        raise InvalidJob(
-            "start and end frames are for video jobs",
+            "start and end frames are for Wan jobs",
             code="REFERENCE_NOT_SUPPORTED",
             details={"field": named[0]},
         )
+    return _parsed(metadata.get("reference_image_url"), "reference_image_url")
+
+
+def _first_frame(job_type: JobType, metadata: dict[str, Any], enabled: bool) -> Reference | None:
+    """A Wan job's first frame: `start_reference_url`, else `reference_image_url` (the seed worker's
+    order). An end frame needs a first-last-frame model, which this backend does not run."""
+    if metadata.get("end_reference_url"):
+        raise InvalidJob(
+            "end frames need a first-last-frame model, which this backend does not run",
+            code="REFERENCE_NOT_SUPPORTED", details={"field": "end_reference_url"},
+        )  # fmt: skip
+    field = "start_reference_url" if metadata.get("start_reference_url") else "reference_image_url"
+    if not metadata.get(field):
+        return None
+    if not enabled:
+        raise InvalidJob(
+            f"{job_type.name} takes no first frame: no Wan image-to-video model is configured",
+            code="REFERENCE_NOT_SUPPORTED", details={"field": field},
+        )  # fmt: skip
+    return _parsed(metadata[field], field)
+
+
+def _parsed(value: Any, field: str) -> Reference | None:
     if not value:
         return None
+    details = {"field": field}
     if not isinstance(value, str) or len(value) > 2048:
-        raise InvalidJob("reference_image_url must be a string of at most 2048 characters", details=_FIELD)
+        raise InvalidJob(f"{field} must be a string of at most 2048 characters", details=details)
     if value.lower().startswith(("http://", "https://")):
         if not value.lower().startswith("https://"):
             raise InvalidJob(
-                "a reference URL must be https", code="REFERENCE_URL_NOT_ALLOWED", details=_FIELD
+                "a reference URL must be https", code="REFERENCE_URL_NOT_ALLOWED", details=details
             )
         return Reference(url=value)
     bucket, _, key = value.removeprefix(DOWNLOAD_PREFIX).partition("/")
@@ -101,18 +124,23 @@ def reference_of(job_type: JobType, metadata: dict[str, Any]) -> Reference | Non
         return Reference(bucket=validate_bucket(bucket), key=validate_key(key))
     except (ValueError, InvalidStorageKey):
         raise InvalidJob(
-            "reference_image_url must be <bucket>/<key> of a stored file or an https URL", details=_FIELD
+            f"{field} must be <bucket>/<key> of a stored file or an https URL", details=details
         ) from None
 
 
 _FIELD = {"field": "reference_image_url"}
 
 
-def img2img_of(job_type: JobType, prompt: str, metadata: dict[str, Any]) -> Img2Img | None:
-    """The job's image-to-image settings: the mode's defaults under what the job asks for."""
-    reference = reference_of(job_type, metadata)
+def img2img_of(
+    job_type: JobType, prompt: str, metadata: dict[str, Any], video_references: bool = False
+) -> Img2Img | None:
+    """The job's reference settings: for SDXL, the mode's defaults under what the job asks for; a Wan
+    job's first frame changes nothing else."""
+    reference = reference_of(job_type, metadata, video_references)
     if reference is None:
         return None
+    if job_type.family == "wan":
+        return Img2Img(reference, "first_frame", None, None, None, None)
     exact = (
         bool(metadata.get("exact_copy_mode")) and not prompt and not metadata.get("originalEnhancedPrompt")
         and metadata.get("reference_mode") != "modify"

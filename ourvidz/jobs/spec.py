@@ -62,8 +62,11 @@ class Checked:
     img2img: Img2Img | None = None
 
 
-def check_job(job_type: str, prompt: str | None, metadata: dict[str, Any] | None) -> Checked:
-    """The same checks wherever a job is made or started; raises InvalidJob with the spec's code."""
+def check_job(
+    job_type: str, prompt: str | None, metadata: dict[str, Any] | None, *, video_references: bool = False
+) -> Checked:
+    """The same checks wherever a job is made or started; raises InvalidJob with the spec's code.
+    `video_references`: whether this process may take a Wan job's first frame (`wan_i2v_model`)."""
     prompt = prompt.strip() if isinstance(prompt, str) else ""
     metadata = dict(metadata or {})
     if not prompt and not metadata.get("reference_image_url"):  # a reference job may go without one
@@ -80,8 +83,8 @@ def check_job(job_type: str, prompt: str | None, metadata: dict[str, Any] | None
             f"enhanced_prompt must be a string of at most {kind.max_prompt_chars} characters",
             details={"field": "enhanced_prompt"},
         )
-    img2img = img2img_of(kind, prompt, metadata)
-    if img2img is None and not prompt:
+    img2img = img2img_of(kind, prompt, metadata, video_references)
+    if (img2img is None or img2img.denoise is None) and not prompt:  # only an SDXL image-to-image may
         raise InvalidJob("a prompt is required", code="MISSING_PROMPT")
     try:
         tier = requested_tier(metadata)
@@ -118,7 +121,8 @@ def build_request(
     overrides = {key: metadata[key] for key in OVERRIDE_KEYS if metadata.get(key) is not None}
     strength = None
     if img2img is not None:
-        overrides |= {"guidance": img2img.guidance, "steps": img2img.steps}
+        overrides |= {key: value for key, value in (("guidance", img2img.guidance), ("steps", img2img.steps))
+                      if value is not None}  # fmt: skip
         negative = negative if img2img.negative_prompt is None else img2img.negative_prompt
         strength = img2img.denoise
     return request_for_job(

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ourvidz.config import get_settings
 from ourvidz.db.models import Job
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.conclude import conclude
@@ -64,7 +65,9 @@ def start_job(
 
 
 def _check(session: Session, job: Job) -> JobSpec:
-    checked = check_job(job.job_type, job.original_prompt, job.meta)
+    checked = check_job(
+        job.job_type, job.original_prompt, job.meta, video_references=bool(get_settings().wan_i2v_model)
+    )
     verdict = check_content(session, job.user_id, checked.prompt, checked.tier)
     return JobSpec(
         id=job.id, user_id=job.user_id, job_type=checked.job_type, prompt=checked.prompt,

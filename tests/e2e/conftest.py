@@ -139,10 +139,11 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory, orchestra_database: str)
     env = {name: value for name, value in os.environ.items() if not name.startswith("OURVIDZ_")}
     env.update({"OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_DATABASE_URL": orchestra_database})
     env["OURVIDZ_PROMPT_CACHE_CHECK_SECONDS"] = "0.5"  # a cache refresh reaches the processes quickly
+    env["OURVIDZ_WAN_I2V_MODEL"] = "tiny"  # Wan jobs may take a first frame (the tiny image-to-video model)
     stack = Stack(data_dir, env=env)
     try:
         api_url = stack.start_prefect_server(free_port())
-        settings = Settings(data_dir=data_dir, database_url=orchestra_database)
+        settings = Settings(data_dir=data_dir, database_url=orchestra_database, wan_i2v_model="tiny")
         migrate.upgrade(settings.database_url)
         stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
         health_port = free_port()

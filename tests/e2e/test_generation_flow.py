@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 from PIL import Image as PILImage
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
 from prefect.client.schemas.objects import StateType
@@ -204,3 +205,23 @@ def test_image_to_image_jobs_complete_in_both_modes_and_a_missing_reference_fail
     assert sorted(image.job_id == modify for image in images) == [False, True, True, True]
     for image in images:
         assert PILImage.open(io.BytesIO(storage.get(image.bucket, image.storage_key))).size == (128, 128)
+
+
+def test_a_wan_video_from_a_first_frame_completes(orchestra: Orchestra) -> None:
+    storage = Storage(orchestra.settings.storage_url)
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (128, 96), (30, 90, 200)).save(buffer, format="PNG")
+    storage.put("workspace-temp", f"{orchestra.user_id}/first.png", buffer.getvalue())
+    first = f"workspace-temp/{orchestra.user_id}/first.png"
+    body = {"job_type": "wan_video_fast", "prompt": "a boat at dawn",
+            "metadata": {**SMALL_VIDEO, "start_reference_url": first}}  # fmt: skip
+    answer = httpx.post(
+        f"{orchestra.gateway_url}/queue-job", json=body, headers=orchestra.headers(), timeout=30
+    )
+    assert answer.status_code == 201, answer.text
+    job_id = uuid.UUID(answer.json()["jobId"])
+    job = orchestra.wait_final([job_id])[job_id]
+    assert (job.status, job.meta["reference_mode"]) == (JobStatus.COMPLETED, "first_frame"), job.error_message
+    with orchestra.sessions() as session:
+        video = session.scalars(select(Video).where(Video.job_id == job_id)).one()
+    assert (video.frames, video.width, video.height) == (9, 64, 64)

@@ -59,11 +59,30 @@ def test_references_that_are_refused(metadata: dict[str, Any], code: str) -> Non
     assert refused.value.code == code
 
 
-def test_a_video_job_takes_no_reference_frames_without_an_image_to_video_model() -> None:
-    for metadata in ({"start_reference_url": "u/a.png"}, {"reference_image_url": f"b/{USER}/a.png"}):
+def test_a_video_job_takes_a_first_frame_only_where_an_image_to_video_model_is_configured() -> None:
+    start = f"user-library/{USER}/first.png"
+    for metadata in ({"start_reference_url": start}, {"reference_image_url": start}):
         with pytest.raises(InvalidJob) as refused:
             reference_of(WAN, metadata)
         assert refused.value.code == "REFERENCE_NOT_SUPPORTED"
+        assert reference_of(WAN, metadata, video_references=True) == Reference(
+            "user-library", f"{USER}/first.png"
+        )
+    first = {"start_reference_url": start, "reference_image_url": f"user-library/{USER}/other.png"}
+    assert reference_of(WAN, first, video_references=True) == Reference("user-library", f"{USER}/first.png")
+    with pytest.raises(InvalidJob) as last:
+        reference_of(WAN, {"start_reference_url": start, "end_reference_url": start}, video_references=True)
+    assert (last.value.code, last.value.details) == (
+        "REFERENCE_NOT_SUPPORTED",
+        {"field": "end_reference_url"},
+    )
+    frame = check_job("video_fast", "a boat", {"start_reference_url": start}, video_references=True)
+    assert (
+        frame.img2img is not None and frame.img2img.mode == "first_frame" and frame.request.strength is None
+    )
+    with pytest.raises(InvalidJob) as wordless:
+        check_job("video_fast", "", {"reference_image_url": start}, video_references=True)
+    assert wordless.value.code == "MISSING_PROMPT"
 
 
 def test_another_users_file_is_forbidden() -> None:

@@ -54,7 +54,10 @@ def queued_answer(
 ) -> QueueJobResponse:
     """Record the job a request asks for and answer in the spec's shape (queue-job, admin images)."""
     request = body.job_request(user.user_id, idempotency_key)
-    accepted = accept_job(gw.sessions, request, gw.settings.max_metadata_bytes, gw.policy())
+    accepted = accept_job(
+        gw.sessions, request, gw.settings.max_metadata_bytes, gw.policy(),
+        video_references=bool(gw.settings.wan_i2v_model),
+    )  # fmt: skip
     if not accepted.created:
         response.status_code = 200
     online = gw.pool.online
