@@ -97,6 +97,18 @@ class Settings(BaseSettings):
         "or `reference_image_url`). Empty: a Wan job naming a reference is refused "
         "(REFERENCE_NOT_SUPPORTED). Set it alike on gateways and GPU workers.",
     )
+    wan_flf2v_model: str = Field(
+        "",
+        description="Wan2.1 first-last-frame weights (e.g. `Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers`; any "
+        "value under the tiny profile): Wan jobs then take a first and a last frame (`end_reference_url`). "
+        "Empty: an end frame is refused (REFERENCE_NOT_SUPPORTED). Set it alike on gateways and GPU workers.",
+    )
+    reference_trusted_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts whose reference-image URLs are fetched over http or https although they resolve "
+        "to private addresses (an image store inside the operator's network). Any other reference URL must "
+        "be https to public addresses only.",
+    )
     device: str = Field(
         "auto",
         description="Torch device of this worker's generation runtime: `auto` (CUDA if present), "

@@ -20,7 +20,7 @@ from ourvidz.jobs.enhancement import apply_enhancement
 from ourvidz.jobs.errors import Failure
 from ourvidz.jobs.outputs import Output
 from ourvidz.jobs.progress import ProgressReporter
-from ourvidz.jobs.references import with_reference
+from ourvidz.jobs.references import ReferenceRules, with_references
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.jobs.start import start_job
 from ourvidz.orchestration.runs import current_run_id
@@ -38,7 +38,7 @@ def create(request: JobRequest) -> uuid.UUID:
     """The job of a run started from Prefect with a prompt, checked as the gateway checks one."""
     settings = get_settings()
     return create_job(
-        _sessions(), request, settings.max_metadata_bytes, video_references=bool(settings.wan_i2v_model)
+        _sessions(), request, settings.max_metadata_bytes, rules=ReferenceRules.of(settings)
     ).job.id
 
 
@@ -63,7 +63,11 @@ async def generate(spec: JobSpec, prompt: str) -> GenerationResult:
     reporter = ProgressReporter(_sessions(), spec.id, spec.user_id, spec.job_type.name)
     async with reporter:
         request = await asyncio.to_thread(
-            with_reference, runtime.storage, spec.with_prompt(prompt), spec.reference
+            with_references,
+            runtime.storage,
+            spec.with_prompt(prompt),
+            spec.img2img,
+            ReferenceRules.of(get_settings()),
         )
         result = await runtime.generate_async(
             request,

@@ -1,4 +1,5 @@
-"""Real network peers on loopback: a switchable TCP proxy, a fake chat worker, a webhook receiver."""
+"""Real network peers on loopback: a switchable TCP proxy, a fake chat worker, a webhook receiver and
+a file host."""
 
 from __future__ import annotations
 
@@ -209,6 +210,38 @@ class Receiver:
     def accepted(self) -> Counter[str]:
         """How often each webhook id was accepted (answered 2xx)."""
         return Counter(r.headers["webhook-id"] for r in self.requests if r.status == 200)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FileHost:
+    """An HTTP file host on loopback: `files[path] = (status, content type, body, extra headers)`."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[int, str, bytes, dict[str, str]]] = {}
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, kind, body, headers = host.files.get(
+                    self.path, (404, "text/plain", b"no such file", {})
+                )
+                self.send_response(status)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()

@@ -34,8 +34,9 @@ from ourvidz.generation.request import InvalidRequest
 from ourvidz.generation.tiny import WAN_FLOW_SHIFT, ensure_tiny, tiny_path
 
 FAMILIES = ("sdxl", "wan")
-WAN_I2V = "wan_i2v"  # a pipeline, not a family: Wan requests with a first frame run on it
-PIPELINES = (*FAMILIES, WAN_I2V)
+# Pipelines, not families: Wan requests with a first frame (and a last one) run on them.
+WAN_I2V, WAN_FLF2V = "wan_i2v", "wan_flf2v"
+PIPELINES = (*FAMILIES, WAN_I2V, WAN_FLF2V)
 logger = logging.getLogger(__name__)
 
 # Loading bars would flood a worker's log; loads are counted and reported instead.
@@ -79,7 +80,7 @@ def load_pretrained(key: ModelKey) -> DiffusionPipeline:
     vae = AutoencoderKLWan.from_pretrained(
         key.source, subfolder="vae", dtype=torch.float32, local_files_only=local
     )
-    if key.family == WAN_I2V:  # its CLIP image encoder too, as Wan2.1 I2V is meant to run
+    if key.family in (WAN_I2V, WAN_FLF2V):  # its CLIP image encoder too, as Wan2.1 I2V is meant to run
         encoder = CLIPVisionModel.from_pretrained(
             key.source, subfolder="image_encoder", dtype=torch.float32, local_files_only=local
         )
@@ -116,10 +117,11 @@ class PipelineCache:
             return str(tiny_path(self.settings.models_dir, family))
         if self.settings.model_profile == "noop":
             return "noop"
-        if family == WAN_I2V:
-            if not self.settings.wan_i2v_model:
-                raise InvalidRequest("reference_image_url", "no Wan image-to-video model is configured")
-            return self.settings.wan_i2v_model
+        if family in (WAN_I2V, WAN_FLF2V):
+            source = self.settings.wan_i2v_model if family == WAN_I2V else self.settings.wan_flf2v_model
+            if not source:
+                raise InvalidRequest("reference_image_url", f"no {family} model is configured on this worker")
+            return source
         return self.settings.sdxl_model if family == "sdxl" else self.settings.wan_model
 
     def get(self, family: str) -> DiffusionPipeline:

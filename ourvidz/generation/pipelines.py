@@ -96,8 +96,10 @@ def run_pipeline(
             "callback_on_step_end": on_step_end,
         }
         if first.family == "wan" and first.reference is not None:
-            image = Image.fromarray(first.reference)
-            frames = pipe(**embeddings, **common, num_frames=first.frames, image=image).frames
+            frame_images = {"image": Image.fromarray(first.reference)}
+            if first.last_reference is not None:
+                frame_images["last_image"] = Image.fromarray(first.last_reference)
+            frames = pipe(**embeddings, **common, num_frames=first.frames, **frame_images).frames
         elif first.family == "wan":
             frames = pipe(**embeddings, **common, num_frames=first.frames).frames
         elif first.reference is not None:

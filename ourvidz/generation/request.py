@@ -51,7 +51,8 @@ class GenerationRequest:
 
     A `reference` is an image's RGB pixels at the output size, set by the worker before the call. SDXL
     (image-to-image): `strength` is the share of the schedule that is denoised, and the prompt may be
-    empty (the seed's exact copies). Wan (image-to-video): the reference is the first frame.
+    empty (the seed's exact copies). Wan (image-to-video): the reference is the first frame, and
+    `last_reference` the last one.
     """
 
     family: str
@@ -66,6 +67,7 @@ class GenerationRequest:
     fps: int = field(default=VIDEO_FPS)
     strength: float | None = None
     reference: np.ndarray | None = field(default=None, compare=False, repr=False)
+    last_reference: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         limits = FAMILY_LIMITS.get(self.family)
@@ -110,8 +112,10 @@ class GenerationRequest:
 
     @property
     def pipeline(self) -> str:
-        """The pipeline that runs it: its family's, or Wan's image-to-video one for a first frame."""
-        return "wan_i2v" if self.family == "wan" and self.reference is not None else self.family
+        """The pipeline that runs it: its family's, or a Wan image-to-video one for reference frames."""
+        if self.family != "wan" or self.reference is None:
+            return self.family
+        return "wan_i2v" if self.last_reference is None else "wan_flf2v"
 
     @property
     def num_images(self) -> int:

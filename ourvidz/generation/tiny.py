@@ -42,6 +42,7 @@ from ourvidz.generation.tokenizers import CLIP_MAX_LENGTH, clip_tokenizer, umt5_
 
 TINY_VERSION = 1  # bump when a config below changes, so old builds are not reused
 WAN_FLOW_SHIFT = 5.0
+TINY_IMAGE_TOKENS = (32 // 8) ** 2 + 1  # the tiny CLIP vision encoder's: 4x4 patches and a class token
 
 
 def tiny_path(models_dir: Path, family: str) -> Path:
@@ -53,7 +54,10 @@ def ensure_tiny(models_dir: Path, family: str) -> Path:
     target = tiny_path(models_dir, family)
     if (target / "model_index.json").is_file():
         return target
-    builders = {"sdxl": build_tiny_sdxl, "wan": build_tiny_wan, "wan_i2v": build_tiny_wan_i2v}
+    builders = {
+        "sdxl": build_tiny_sdxl, "wan": build_tiny_wan, "wan_i2v": build_tiny_wan_i2v,
+        "wan_flf2v": lambda: build_tiny_wan_i2v(last_frame=True),
+    }  # fmt: skip
     if family not in builders:
         raise ValueError(f"no tiny model for family {family!r}")
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -152,14 +156,16 @@ def build_tiny_wan() -> WanPipeline:
     )  # fmt: skip
 
 
-def build_tiny_wan_i2v() -> WanImageToVideoPipeline:
+def build_tiny_wan_i2v(last_frame: bool = False) -> WanImageToVideoPipeline:
     """Wan2.1 image-to-video at toy size: the noise latents plus the first frame's latents and mask (36
-    input channels), and a CLIP vision encoder whose penultimate states condition the transformer."""
+    input channels), and a CLIP vision encoder whose penultimate states condition the transformer.
+    `last_frame`: the first-last-frame variant, whose image embedding takes both frames' tokens."""
     tokenizer = umt5_tokenizer()
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=36, out_channels=16,
         text_dim=32, freq_dim=32, ffn_dim=32, num_layers=1, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=1024, image_dim=32, added_kv_proj_dim=16,
+        pos_embed_seq_len=2 * TINY_IMAGE_TOKENS if last_frame else None,
     )  # fmt: skip
     image_encoder = CLIPVisionModel(
         CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,

@@ -23,7 +23,7 @@ from ourvidz.db.models import Image, Job, Profile, Project, UserRole, Video
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.content import check_content
 from ourvidz.jobs.errors import InvalidJob, NotFound
-from ourvidz.jobs.references import check_access
+from ourvidz.jobs.references import NO_RULES, ReferenceRules, check_access
 from ourvidz.jobs.spec import Checked, check_job
 from ourvidz.jobs.wake import wake_dispatchers
 from ourvidz.policy import ContentPolicy, ContentTier
@@ -70,14 +70,14 @@ def accept_job(
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     policy: ContentPolicy | None = None,
     *,
-    video_references: bool = False,
+    rules: ReferenceRules = NO_RULES,
 ) -> Accepted:
     """Record the job and count its queue in one transaction (the gateway's hot path: a handful of
     round trips and one commit). A retry with the same idempotency key gets the first job, also when
     the two race (the unique constraint stops the second insert)."""
     try:
         with sessions.begin() as session:
-            new = add_job(session, request, max_metadata_bytes, policy, video_references=video_references)
+            new = add_job(session, request, max_metadata_bytes, policy, rules=rules)
             return Accepted(new.job, new.created, queue_length(session, new.job.queue))
     except IntegrityError:
         if (earlier := earlier_job(sessions, request.user_id, request.idempotency_key)) is None:
@@ -92,10 +92,10 @@ def create_job(
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     policy: ContentPolicy | None = None,
     *,
-    video_references: bool = False,
+    rules: ReferenceRules = NO_RULES,
 ) -> NewJob:
     """`accept_job` without the queue count."""
-    accepted = accept_job(sessions, request, max_metadata_bytes, policy, video_references=video_references)
+    accepted = accept_job(sessions, request, max_metadata_bytes, policy, rules=rules)
     return NewJob(accepted.job, accepted.created)
 
 
@@ -105,16 +105,16 @@ def add_job(
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     policy: ContentPolicy | None = None,
     *,
-    video_references: bool = False,
+    rules: ReferenceRules = NO_RULES,
 ) -> NewJob:
     """A queued job, checked like the flow will check it; raises on bad input. Runs in the caller's
     transaction. The job's output row is linked now (the given image/video row, or a new placeholder),
     so a client can show it before generation ends. Dispatchers are woken when the transaction commits
     (a job started in Prefect already has its run and needs none). `policy`: the process's own
-    (operator vocabularies included) when not given. `video_references`: whether a Wan image-to-video
-    model is configured (`wan_i2v_model`), so a Wan job may name a first frame."""
+    (operator vocabularies included) when not given. `rules`: the Wan image-to-video models this
+    process runs, so a Wan job may name reference frames."""
     request = _with_project_prompt(session, request)
-    checked = _checked(request, max_metadata_bytes, video_references)
+    checked = _checked(request, max_metadata_bytes, rules)
     job_type, prompt = checked.job_type, checked.prompt
     if request.idempotency_key is not None:
         earlier = session.scalar(
@@ -124,7 +124,7 @@ def add_job(
             return NewJob(earlier, False)
     _check_ownership(session, request)
     if checked.img2img is not None:
-        check_access(checked.img2img.reference, request.user_id)
+        check_access(checked.img2img, request.user_id, rules)
     profile = session.get(Profile, request.user_id)  # held: the content check reads it, no second query
     check_content(session, request.user_id, prompt, checked.tier, policy)
     if enhanced := checked.metadata.get("enhanced_prompt"):
@@ -168,7 +168,7 @@ def _with_project_prompt(session: Session, request: JobRequest) -> JobRequest:
     return replace(request, prompt=project.enhanced_prompt or project.original_prompt)
 
 
-def _checked(request: JobRequest, max_metadata_bytes: int, video_references: bool) -> Checked:
+def _checked(request: JobRequest, max_metadata_bytes: int, rules: ReferenceRules) -> Checked:
     if len(json.dumps(request.metadata or {}, default=str)) > max_metadata_bytes:
         raise InvalidJob(f"metadata is larger than {max_metadata_bytes} bytes", code="METADATA_TOO_LARGE")
     if request.webhook_url is not None:
@@ -179,7 +179,7 @@ def _checked(request: JobRequest, max_metadata_bytes: int, video_references: boo
                 "webhook_url must be an http(s) URL of at most 2048 characters",
                 details={"field": "webhook_url"},
             ) from None
-    return check_job(request.job_type, request.prompt, request.metadata, video_references=video_references)
+    return check_job(request.job_type, request.prompt, request.metadata, rules=rules)
 
 
 def _check_ownership(session: Session, request: JobRequest) -> None:

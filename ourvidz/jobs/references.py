@@ -4,15 +4,17 @@ A reference (`reference_image_url`) is a file in our storage owned by the caller
 `<bucket>/<key>` (the seed's `user-library/<user id>/...` and `workspace-temp/<user id>/...`, or the
 gateway's own `/files/<bucket>/<key>` download path), whose key starts with the caller's id (another
 user's is 403 CROSS_USER_REFERENCE, as the seed answers); or an https URL whose host resolves to
-public addresses only (never loopback, private, link-local or reserved ones), fetched by the GPU
-worker with size, type and time limits and no redirects.
+public addresses only (never loopback, private, link-local or reserved ones; an operator may trust
+hosts of its own network, `reference_trusted_hosts`), fetched by the GPU worker with size, type and
+time limits and no redirects.
 
 Modes, as the seed's queue-job decides them: an **exact copy** (`exact_copy_mode`, no prompt, no
 `originalEnhancedPrompt`) denoises at most 0.05 with CFG 1.0, 15 steps and no negative prompt; a
 **modify** (any other reference job) defaults to denoise 0.20, CFG 6.0, 20 steps. The denoise is
 `denoise_strength`, else `1 - reference_strength`. A Wan job takes a first frame (`start_reference_url`, else
-`reference_image_url`) where a Wan image-to-video model is configured (`wan_i2v_model`), and is refused
-with REFERENCE_NOT_SUPPORTED otherwise, as is an end frame (no first-last-frame model is run).
+`reference_image_url`) where a Wan image-to-video model is configured (`wan_i2v_model`), and a first
+and a last frame (`end_reference_url`) where a first-last-frame model is (`wan_flf2v_model`); it is
+refused with REFERENCE_NOT_SUPPORTED otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from ourvidz.catalog import JobType
+from ourvidz.config import Settings
 from ourvidz.generation.request import GenerationRequest
 from ourvidz.jobs.errors import Forbidden, InvalidJob
 from ourvidz.storage import InvalidStorageKey, Storage, validate_bucket, validate_key
@@ -52,12 +55,25 @@ class Reference:
     key: str | None = None
     url: str | None = None
 
-    def as_metadata(self) -> dict[str, str]:
-        return {"url": self.url} if self.url else {"bucket": self.bucket or "", "key": self.key or ""}
+
+@dataclass(frozen=True, slots=True)
+class ReferenceRules:
+    """What this process allows of references: the Wan image-to-video models it runs, first frame
+    (`wan_i2v_model`) and first and last frames (`wan_flf2v_model`), and the hosts an operator trusts
+    (`reference_trusted_hosts`: fetched over http or https although they resolve to private addresses,
+    such as an image store inside the operator's network)."""
+
+    first_frame: bool = False
+    first_and_last: bool = False
+    trusted_hosts: frozenset[str] = frozenset()
 
     @classmethod
-    def of_metadata(cls, value: dict[str, str]) -> Reference:
-        return cls(url=value["url"]) if value.get("url") else cls(bucket=value["bucket"], key=value["key"])
+    def of(cls, settings: Settings) -> ReferenceRules:
+        hosts = frozenset(host.lower() for host in settings.reference_trusted_hosts)
+        return cls(bool(settings.wan_i2v_model), bool(settings.wan_flf2v_model), hosts)
+
+
+NO_RULES = ReferenceRules()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,46 +81,51 @@ class Img2Img:
     """A reference job's settings once its mode is applied."""
 
     reference: Reference
-    mode: str  # "copy" or "modify" (SDXL), "first_frame" (Wan)
+    mode: str  # "copy" or "modify" (SDXL), "first_frame" or "first_last_frame" (Wan)
     denoise: float | None  # None (Wan): the whole schedule runs; the others None: the job's own
     guidance: float | None
     steps: int | None
     negative_prompt: str | None
+    last: Reference | None = None  # a Wan job's last frame
 
 
-def reference_of(
-    job_type: JobType, metadata: dict[str, Any], video_references: bool = False
-) -> Reference | None:
-    """The job's reference image, if it names one (checked for form, not for owner or address).
-    `video_references`: whether a Wan image-to-video model is configured to take a first frame."""
+def references_of(
+    job_type: JobType, metadata: dict[str, Any], rules: ReferenceRules = NO_RULES
+) -> tuple[Reference | None, Reference | None]:
+    """The job's reference image (a Wan job's first frame) and a Wan job's last frame, checked for form,
+    not for owner or address."""
     if job_type.family == "wan":
-        return _first_frame(job_type, metadata, video_references)
+        return _frames(job_type, metadata, rules)
     if named := [key for key in VIDEO_REFERENCE_KEYS if metadata.get(key)]:
         raise InvalidJob(
             "start and end frames are for Wan jobs",
             code="REFERENCE_NOT_SUPPORTED",
             details={"field": named[0]},
         )
-    return _parsed(metadata.get("reference_image_url"), "reference_image_url")
+    return _parsed(metadata.get("reference_image_url"), "reference_image_url"), None
 
 
-def _first_frame(job_type: JobType, metadata: dict[str, Any], enabled: bool) -> Reference | None:
-    """A Wan job's first frame: `start_reference_url`, else `reference_image_url` (the seed worker's
-    order). An end frame needs a first-last-frame model, which this backend does not run."""
-    if metadata.get("end_reference_url"):
-        raise InvalidJob(
-            "end frames need a first-last-frame model, which this backend does not run",
-            code="REFERENCE_NOT_SUPPORTED", details={"field": "end_reference_url"},
-        )  # fmt: skip
+def _frames(
+    job_type: JobType, metadata: dict[str, Any], models: ReferenceRules
+) -> tuple[Reference | None, Reference | None]:
+    """A Wan job's first frame (`start_reference_url`, else `reference_image_url`: the seed worker's
+    order) and last frame (`end_reference_url`), each needing the model that takes it."""
     field = "start_reference_url" if metadata.get("start_reference_url") else "reference_image_url"
-    if not metadata.get(field):
-        return None
-    if not enabled:
+    first, last = (
+        _parsed(metadata.get(field), field),
+        _parsed(metadata.get("end_reference_url"), "end_reference_url"),
+    )
+    if last is not None and first is None:
+        raise InvalidJob("an end frame needs a start frame", details={"field": "end_reference_url"})
+    needed, name = (
+        (models.first_and_last, "first-last-frame") if last else (models.first_frame, "image-to-video")
+    )
+    if first is not None and not needed:
         raise InvalidJob(
-            f"{job_type.name} takes no first frame: no Wan image-to-video model is configured",
-            code="REFERENCE_NOT_SUPPORTED", details={"field": field},
+            f"{job_type.name} takes no reference frames here: no Wan {name} model is configured",
+            code="REFERENCE_NOT_SUPPORTED", details={"field": "end_reference_url" if last else field},
         )  # fmt: skip
-    return _parsed(metadata[field], field)
+    return first, last
 
 
 def _parsed(value: Any, field: str) -> Reference | None:
@@ -114,11 +135,7 @@ def _parsed(value: Any, field: str) -> Reference | None:
     if not isinstance(value, str) or len(value) > 2048:
         raise InvalidJob(f"{field} must be a string of at most 2048 characters", details=details)
     if value.lower().startswith(("http://", "https://")):
-        if not value.lower().startswith("https://"):
-            raise InvalidJob(
-                "a reference URL must be https", code="REFERENCE_URL_NOT_ALLOWED", details=details
-            )
-        return Reference(url=value)
+        return Reference(url=value)  # its scheme and address are checked with the process's rules
     bucket, _, key = value.removeprefix(DOWNLOAD_PREFIX).partition("/")
     try:
         return Reference(bucket=validate_bucket(bucket), key=validate_key(key))
@@ -132,15 +149,16 @@ _FIELD = {"field": "reference_image_url"}
 
 
 def img2img_of(
-    job_type: JobType, prompt: str, metadata: dict[str, Any], video_references: bool = False
+    job_type: JobType, prompt: str, metadata: dict[str, Any], rules: ReferenceRules = NO_RULES
 ) -> Img2Img | None:
     """The job's reference settings: for SDXL, the mode's defaults under what the job asks for; a Wan
-    job's first frame changes nothing else."""
-    reference = reference_of(job_type, metadata, video_references)
+    job's frames change nothing else."""
+    reference, last = references_of(job_type, metadata, rules)
     if reference is None:
         return None
     if job_type.family == "wan":
-        return Img2Img(reference, "first_frame", None, None, None, None)
+        mode = "first_frame" if last is None else "first_last_frame"
+        return Img2Img(reference, mode, None, None, None, None, last)
     exact = (
         bool(metadata.get("exact_copy_mode")) and not prompt and not metadata.get("originalEnhancedPrompt")
         and metadata.get("reference_mode") != "modify"
@@ -174,29 +192,40 @@ def _given(metadata: dict[str, Any], key: str, default: Any) -> Any:
     return default if metadata.get(key) is None else metadata[key]
 
 
-def check_access(reference: Reference, user_id: uuid.UUID) -> None:
-    """A stored reference must be the caller's; a URL must point at public addresses only."""
+def check_access(img2img: Img2Img, user_id: uuid.UUID, rules: ReferenceRules = NO_RULES) -> None:
+    """Stored references must be the caller's; URLs must be https to public addresses (or a trusted host)."""
+    for reference in (img2img.reference, img2img.last):
+        if reference is not None:
+            _check_access(reference, user_id, rules)
+
+
+def _check_access(reference: Reference, user_id: uuid.UUID, rules: ReferenceRules) -> None:
     if reference.url is not None:
-        check_public(reference.url)
+        check_url(reference.url, rules)
     elif reference.key is not None and reference.key.split("/", 1)[0] != str(user_id):
         raise Forbidden(
             "the reference image belongs to another user", code="CROSS_USER_REFERENCE", details=_FIELD
         )
 
 
-def check_public(url: str) -> None:
-    """Refuse a URL whose host is, or resolves to, anything but public addresses."""
-    host = urlsplit(url).hostname
+def check_url(url: str, rules: ReferenceRules = NO_RULES) -> None:
+    """Refuse a URL that is not https, or whose host is, or resolves to, anything but public addresses,
+    unless the host is one the operator trusts."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
     if not host:
         raise InvalidJob("the reference URL has no host", code="REFERENCE_URL_NOT_ALLOWED", details=_FIELD)
+    if host in rules.trusted_hosts:
+        return
+    if parts.scheme.lower() != "https":
+        raise InvalidJob("a reference URL must be https", code="REFERENCE_URL_NOT_ALLOWED", details=_FIELD)
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
     except (OSError, UnicodeError):
         raise InvalidJob(
-            f"the reference URL's host {host!r} cannot be resolved",
-            code="REFERENCE_URL_NOT_ALLOWED",
+            f"the reference URL's host {host!r} cannot be resolved", code="REFERENCE_URL_NOT_ALLOWED",
             details=_FIELD,
-        ) from None
+        ) from None  # fmt: skip
     private = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%", 1)[0]).is_global)
     if private or not addresses:
         raise InvalidJob(
@@ -205,10 +234,10 @@ def check_public(url: str) -> None:
         )  # fmt: skip
 
 
-def load_reference(storage: Storage, reference: Reference) -> bytes:
+def load_reference(storage: Storage, reference: Reference, rules: ReferenceRules = NO_RULES) -> bytes:
     """The reference file's bytes (raises InvalidJob REFERENCE_NOT_FOUND when it cannot be had)."""
     if reference.url is not None:
-        return _fetch(reference.url)
+        return _fetch(reference.url, rules)
     assert reference.bucket is not None and reference.key is not None
     if not storage.exists(reference.bucket, reference.key):
         raise InvalidJob("the reference image is not in storage", code="REFERENCE_NOT_FOUND", details=_FIELD)
@@ -219,8 +248,8 @@ def load_reference(storage: Storage, reference: Reference) -> bytes:
     return storage.get(reference.bucket, reference.key)
 
 
-def _fetch(url: str) -> bytes:
-    check_public(url)  # again: the name may resolve elsewhere now than when the job was accepted
+def _fetch(url: str, rules: ReferenceRules) -> bytes:
+    check_url(url, rules)  # again: the name may resolve elsewhere now than when the job was accepted
     try:
         with httpx.stream("GET", url, timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False) as answer:
             if answer.status_code != 200:
@@ -262,11 +291,17 @@ def reference_pixels(data: bytes, width: int, height: int) -> np.ndarray:
     return np.asarray(rgb.crop((left, top, left + width, top + height)), dtype=np.uint8)
 
 
-def with_reference(
-    storage: Storage, request: GenerationRequest, reference: Reference | None
+def with_references(
+    storage: Storage, request: GenerationRequest, img2img: Img2Img | None, rules: ReferenceRules = NO_RULES
 ) -> GenerationRequest:
-    """The request with its reference image's pixels, read from storage or fetched (a worker's step)."""
-    if reference is None:
+    """The request with its reference images' pixels, read from storage or fetched (a worker's step)."""
+    if img2img is None:
         return request
-    pixels = reference_pixels(load_reference(storage, reference), request.width, request.height)
-    return replace(request, reference=pixels)
+    size = (request.width, request.height)
+    first = reference_pixels(load_reference(storage, img2img.reference, rules), *size)
+    last = (
+        None
+        if img2img.last is None
+        else reference_pixels(load_reference(storage, img2img.last, rules), *size)
+    )
+    return replace(request, reference=first, last_reference=last)

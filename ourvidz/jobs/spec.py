@@ -16,7 +16,7 @@ from typing import Any
 from ourvidz.catalog import JobType, UnknownJobType, get_job_type
 from ourvidz.generation.request import GenerationRequest, InvalidRequest, request_for_job
 from ourvidz.jobs.errors import InvalidJob
-from ourvidz.jobs.references import Img2Img, Reference, img2img_of
+from ourvidz.jobs.references import NO_RULES, Img2Img, ReferenceRules, img2img_of
 from ourvidz.policy import ContentTier
 from ourvidz.storage import validate_bucket
 
@@ -37,7 +37,7 @@ class JobSpec:
     project_id: uuid.UUID | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     flow_run_id: uuid.UUID | None = None  # the run that started this attempt
-    reference: Reference | None = None  # an image-to-image job's reference image
+    img2img: Img2Img | None = None  # an image-to-image job's reference images and mode
 
     def with_prompt(self, prompt: str) -> GenerationRequest:
         """The generation request with `prompt` (e.g. the enhanced one) in place of the original."""
@@ -63,10 +63,11 @@ class Checked:
 
 
 def check_job(
-    job_type: str, prompt: str | None, metadata: dict[str, Any] | None, *, video_references: bool = False
-) -> Checked:
+    job_type: str, prompt: str | None, metadata: dict[str, Any] | None, *,
+    rules: ReferenceRules = NO_RULES,
+) -> Checked:  # fmt: skip
     """The same checks wherever a job is made or started; raises InvalidJob with the spec's code.
-    `video_references`: whether this process may take a Wan job's first frame (`wan_i2v_model`)."""
+    `rules`: the Wan image-to-video models this process runs (Wan jobs' reference frames)."""
     prompt = prompt.strip() if isinstance(prompt, str) else ""
     metadata = dict(metadata or {})
     if not prompt and not metadata.get("reference_image_url"):  # a reference job may go without one
@@ -83,7 +84,7 @@ def check_job(
             f"enhanced_prompt must be a string of at most {kind.max_prompt_chars} characters",
             details={"field": "enhanced_prompt"},
         )
-    img2img = img2img_of(kind, prompt, metadata, video_references)
+    img2img = img2img_of(kind, prompt, metadata, rules)
     if (img2img is None or img2img.denoise is None) and not prompt:  # only an SDXL image-to-image may
         raise InvalidJob("a prompt is required", code="MISSING_PROMPT")
     try:
@@ -111,7 +112,9 @@ def build_request(
     num_images = metadata.get("num_images", 1)
     if seeds is None and metadata.get("seed") is not None:
         seed = metadata["seed"]  # the first image's; the others follow it (as the seed system's workers do)
-        count = num_images if isinstance(num_images, int) and isinstance(seed, int) else 1
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise InvalidRequest("seed", f"must be an integer, got {seed!r}")
+        count = num_images if isinstance(num_images, int) else 1
         seeds = [seed + index for index in range(count)]
     if seeds is not None and not isinstance(seeds, list):
         raise InvalidRequest("seeds", "must be a list of integers")

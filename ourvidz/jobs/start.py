@@ -18,6 +18,7 @@ from ourvidz.jobs.conclude import conclude
 from ourvidz.jobs.content import check_content
 from ourvidz.jobs.errors import Failure, JobError, NotFound
 from ourvidz.jobs.lifecycle import Announcer, Move, default_announcer, move
+from ourvidz.jobs.references import ReferenceRules
 from ourvidz.jobs.spec import Checked, JobSpec, check_job
 from ourvidz.policy import PolicyError
 
@@ -65,16 +66,14 @@ def start_job(
 
 
 def _check(session: Session, job: Job) -> JobSpec:
-    checked = check_job(
-        job.job_type, job.original_prompt, job.meta, video_references=bool(get_settings().wan_i2v_model)
-    )
+    checked = check_job(job.job_type, job.original_prompt, job.meta, rules=ReferenceRules.of(get_settings()))
     verdict = check_content(session, job.user_id, checked.prompt, checked.tier)
     return JobSpec(
         id=job.id, user_id=job.user_id, job_type=checked.job_type, prompt=checked.prompt,
         request=checked.request, bucket=checked.bucket, content_tier=verdict.tier,
         enhance=_enhances(checked),
         webhook_url=job.webhook_url, project_id=job.project_id, metadata=checked.metadata,
-        reference=checked.img2img.reference if checked.img2img else None,
+        img2img=checked.img2img,
     )  # fmt: skip
 
 

@@ -140,10 +140,13 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory, orchestra_database: str)
     env.update({"OURVIDZ_DATA_DIR": str(data_dir), "OURVIDZ_DATABASE_URL": orchestra_database})
     env["OURVIDZ_PROMPT_CACHE_CHECK_SECONDS"] = "0.5"  # a cache refresh reaches the processes quickly
     env["OURVIDZ_WAN_I2V_MODEL"] = "tiny"  # Wan jobs may take a first frame (the tiny image-to-video model)
+    env["OURVIDZ_WAN_FLF2V_MODEL"] = "tiny"  # and a last one
     stack = Stack(data_dir, env=env)
     try:
         api_url = stack.start_prefect_server(free_port())
-        settings = Settings(data_dir=data_dir, database_url=orchestra_database, wan_i2v_model="tiny")
+        settings = Settings(
+            data_dir=data_dir, database_url=orchestra_database, wan_i2v_model="tiny", wan_flf2v_model="tiny"
+        )
         migrate.upgrade(settings.database_url)
         stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
         health_port = free_port()

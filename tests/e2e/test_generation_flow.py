@@ -207,21 +207,31 @@ def test_image_to_image_jobs_complete_in_both_modes_and_a_missing_reference_fail
         assert PILImage.open(io.BytesIO(storage.get(image.bucket, image.storage_key))).size == (128, 128)
 
 
-def test_a_wan_video_from_a_first_frame_completes(orchestra: Orchestra) -> None:
+def test_wan_videos_from_a_first_frame_and_to_a_last_one_complete(orchestra: Orchestra) -> None:
     storage = Storage(orchestra.settings.storage_url)
-    buffer = io.BytesIO()
-    PILImage.new("RGB", (128, 96), (30, 90, 200)).save(buffer, format="PNG")
-    storage.put("workspace-temp", f"{orchestra.user_id}/first.png", buffer.getvalue())
-    first = f"workspace-temp/{orchestra.user_id}/first.png"
-    body = {"job_type": "wan_video_fast", "prompt": "a boat at dawn",
-            "metadata": {**SMALL_VIDEO, "start_reference_url": first}}  # fmt: skip
-    answer = httpx.post(
-        f"{orchestra.gateway_url}/queue-job", json=body, headers=orchestra.headers(), timeout=30
-    )
-    assert answer.status_code == 201, answer.text
-    job_id = uuid.UUID(answer.json()["jobId"])
-    job = orchestra.wait_final([job_id])[job_id]
-    assert (job.status, job.meta["reference_mode"]) == (JobStatus.COMPLETED, "first_frame"), job.error_message
-    with orchestra.sessions() as session:
-        video = session.scalars(select(Video).where(Video.job_id == job_id)).one()
-    assert (video.frames, video.width, video.height) == (9, 64, 64)
+    for name, colour in (("first", (30, 90, 200)), ("last", (200, 90, 30))):
+        buffer = io.BytesIO()
+        PILImage.new("RGB", (128, 96), colour).save(buffer, format="PNG")
+        storage.put("workspace-temp", f"{orchestra.user_id}/{name}.png", buffer.getvalue())
+    first, last = (f"workspace-temp/{orchestra.user_id}/{name}.png" for name in ("first", "last"))
+    modes = {"first_frame": {"start_reference_url": first},
+             "first_last_frame": {"start_reference_url": first, "end_reference_url": last}}  # fmt: skip
+    jobs = {}
+    for mode, frames in modes.items():
+        body = {
+            "job_type": "wan_video_fast",
+            "prompt": "a boat at dawn",
+            "metadata": {**SMALL_VIDEO, **frames},
+        }
+        answer = httpx.post(
+            f"{orchestra.gateway_url}/queue-job", json=body, headers=orchestra.headers(), timeout=30
+        )
+        assert answer.status_code == 201, answer.text
+        jobs[mode] = uuid.UUID(answer.json()["jobId"])
+    ended = orchestra.wait_final(list(jobs.values()))
+    for mode, job_id in jobs.items():
+        job = ended[job_id]
+        assert (job.status, job.meta["reference_mode"]) == (JobStatus.COMPLETED, mode), job.error_message
+        with orchestra.sessions() as session:
+            video = session.scalars(select(Video).where(Video.job_id == job_id)).one()
+        assert (video.frames, video.width, video.height) == (9, 64, 64)

@@ -96,6 +96,7 @@ BAD_BODIES = {
     "bad resolution": (_job("sdxl_image_fast", metadata={"resolution": "big"}), 400, "INVALID_PARAMETERS"),
     "no job type": ({"prompt": "x"}, 400, "INVALID_PARAMETERS"),
     "odd width": (_job("sdxl_image_fast", metadata={"width": 1001}), 400, "INVALID_PARAMETERS"),
+    "seed not a number": (_job("sdxl_image_fast", metadata={"seed": "12"}), 400, "INVALID_PARAMETERS"),
     "bad bucket": (_job(metadata={"bucket": "../x"}), 400, "INVALID_PARAMETERS"),
     "big metadata": (_job(metadata={"n": "x" * 20_000}), 400, "METADATA_TOO_LARGE"),
     "not a uuid": (_job(projectId="12"), 400, "INVALID_PARAMETERS"),
@@ -111,7 +112,7 @@ NAMED_FIELDS = {
     "images not a number": "num_images", "steps out of range": "steps",
     "guidance out of range": "guidance_scale", "unknown quality": "quality",
     "bad aspect ratio": "aspect_ratio", "bad resolution": "resolution", "no job type": "jobType",
-    "odd width": "width", "not a uuid": "projectId",
+    "odd width": "width", "not a uuid": "projectId", "seed not a number": "seed",
 }  # fmt: skip
 
 

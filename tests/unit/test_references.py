@@ -12,16 +12,19 @@ from PIL import Image
 from ourvidz.catalog import get_job_type
 from ourvidz.jobs.errors import Forbidden, InvalidJob
 from ourvidz.jobs.references import (
+    MAX_REFERENCE_BYTES,
     Reference,
+    ReferenceRules,
     check_access,
-    check_public,
+    check_url,
     img2img_of,
     load_reference,
-    reference_of,
     reference_pixels,
+    references_of,
 )
 from ourvidz.jobs.spec import check_job
 from ourvidz.storage import Storage
+from tests.peers import FileHost
 
 SDXL, WAN = get_job_type("sdxl_image_fast"), get_job_type("video_fast")
 USER = uuid.uuid4()
@@ -40,13 +43,12 @@ USER = uuid.uuid4()
     ],
 )
 def test_the_forms_a_reference_takes(value: str, reference: Reference) -> None:
-    assert reference_of(SDXL, {"reference_image_url": value}) == reference
+    assert references_of(SDXL, {"reference_image_url": value}) == (reference, None)
 
 
 @pytest.mark.parametrize(
     ("metadata", "code"),
     [
-        ({"reference_image_url": "http://images.example/ref.png"}, "REFERENCE_URL_NOT_ALLOWED"),
         ({"reference_image_url": "../../etc/passwd"}, "INVALID_PARAMETERS"),
         ({"reference_image_url": "bucket-only"}, "INVALID_PARAMETERS"),
         ({"reference_image_url": 12}, "INVALID_PARAMETERS"),
@@ -55,41 +57,61 @@ def test_the_forms_a_reference_takes(value: str, reference: Reference) -> None:
 )
 def test_references_that_are_refused(metadata: dict[str, Any], code: str) -> None:
     with pytest.raises(InvalidJob) as refused:
-        reference_of(SDXL, metadata)
+        references_of(SDXL, metadata)
     assert refused.value.code == code
 
 
-def test_a_video_job_takes_a_first_frame_only_where_an_image_to_video_model_is_configured() -> None:
-    start = f"user-library/{USER}/first.png"
+FIRST_ONLY, BOTH = ReferenceRules(first_frame=True), ReferenceRules(first_frame=True, first_and_last=True)
+
+
+def test_a_video_job_takes_frames_only_where_a_model_for_them_is_configured() -> None:
+    start, end = f"user-library/{USER}/first.png", f"user-library/{USER}/last.png"
+    first, last = (
+        Reference("user-library", f"{USER}/first.png"),
+        Reference("user-library", f"{USER}/last.png"),
+    )
     for metadata in ({"start_reference_url": start}, {"reference_image_url": start}):
         with pytest.raises(InvalidJob) as refused:
-            reference_of(WAN, metadata)
+            references_of(WAN, metadata)
         assert refused.value.code == "REFERENCE_NOT_SUPPORTED"
-        assert reference_of(WAN, metadata, video_references=True) == Reference(
-            "user-library", f"{USER}/first.png"
-        )
-    first = {"start_reference_url": start, "reference_image_url": f"user-library/{USER}/other.png"}
-    assert reference_of(WAN, first, video_references=True) == Reference("user-library", f"{USER}/first.png")
-    with pytest.raises(InvalidJob) as last:
-        reference_of(WAN, {"start_reference_url": start, "end_reference_url": start}, video_references=True)
-    assert (last.value.code, last.value.details) == (
+        assert references_of(WAN, metadata, FIRST_ONLY) == (first, None)
+    preferred = {"start_reference_url": start, "reference_image_url": f"user-library/{USER}/other.png"}
+    assert references_of(WAN, preferred, FIRST_ONLY) == (first, None)
+    both = {"start_reference_url": start, "end_reference_url": end}
+    with pytest.raises(InvalidJob) as no_model:
+        references_of(WAN, both, FIRST_ONLY)
+    assert (no_model.value.code, no_model.value.details) == (
         "REFERENCE_NOT_SUPPORTED",
         {"field": "end_reference_url"},
     )
-    frame = check_job("video_fast", "a boat", {"start_reference_url": start}, video_references=True)
+    assert references_of(WAN, both, BOTH) == (first, last)
+    with pytest.raises(InvalidJob) as alone:
+        references_of(WAN, {"end_reference_url": end}, BOTH)
+    assert (alone.value.code, alone.value.details) == ("INVALID_PARAMETERS", {"field": "end_reference_url"})
+    frames = check_job("video_fast", "a boat", both, rules=BOTH)
     assert (
-        frame.img2img is not None and frame.img2img.mode == "first_frame" and frame.request.strength is None
+        frames.img2img is not None
+        and frames.img2img.mode == "first_last_frame"
+        and frames.img2img.last == last
     )
+    assert frames.request.strength is None
     with pytest.raises(InvalidJob) as wordless:
-        check_job("video_fast", "", {"reference_image_url": start}, video_references=True)
+        check_job("video_fast", "", {"reference_image_url": start}, rules=FIRST_ONLY)
     assert wordless.value.code == "MISSING_PROMPT"
 
 
-def test_another_users_file_is_forbidden() -> None:
-    check_access(Reference(bucket="user-library", key=f"{USER}/ref.png"), USER)
-    with pytest.raises(Forbidden) as refused:
-        check_access(Reference(bucket="user-library", key=f"{uuid.uuid4()}/ref.png"), USER)
-    assert refused.value.code == "CROSS_USER_REFERENCE"
+def test_another_users_file_is_forbidden_first_or_last() -> None:
+    mine, theirs = f"user-library/{USER}/a.png", f"user-library/{uuid.uuid4()}/a.png"
+    check_access(check_job("sdxl_image_fast", "x", {"reference_image_url": mine}).img2img, USER)  # type: ignore[arg-type]
+    for metadata in (
+        {"start_reference_url": theirs},
+        {"start_reference_url": mine, "end_reference_url": theirs},
+    ):
+        checked = check_job("video_fast", "x", metadata, rules=BOTH)
+        assert checked.img2img is not None
+        with pytest.raises(Forbidden) as refused:
+            check_access(checked.img2img, USER)
+        assert refused.value.code == "CROSS_USER_REFERENCE"
 
 
 @pytest.mark.parametrize(
@@ -100,7 +122,7 @@ def test_another_users_file_is_forbidden() -> None:
 )  # fmt: skip
 def test_urls_of_private_loopback_or_unresolvable_hosts_are_refused(url: str) -> None:
     with pytest.raises(InvalidJob) as refused:
-        check_public(url)
+        check_url(url)
     assert refused.value.code == "REFERENCE_URL_NOT_ALLOWED"
 
 
@@ -161,3 +183,33 @@ def test_fetching_a_url_checks_its_address_again() -> None:
     with pytest.raises(InvalidJob) as refused:
         load_reference(Storage("memory://"), Reference(url="https://127.0.0.1:9/a.png"))
     assert refused.value.code == "REFERENCE_URL_NOT_ALLOWED"
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_url_is_fetched_within_its_limits_from_a_host_the_operator_trusts() -> None:
+    host = FileHost()
+    trusted = ReferenceRules(trusted_hosts=frozenset({"127.0.0.1"}))
+    host.files |= {
+        "/ref.png": (200, "image/png", _png(), {}),
+        "/page": (200, "text/html", b"<html></html>", {}),
+        "/moved": (302, "text/plain", b"", {"location": "/ref.png"}),
+        "/big": (200, "image/png", b"\0" * (MAX_REFERENCE_BYTES + 1), {}),
+    }
+    try:
+        with pytest.raises(InvalidJob) as untrusted:
+            check_url(f"{host.url}/ref.png")  # http, and loopback
+        assert untrusted.value.code == "REFERENCE_URL_NOT_ALLOWED"
+        fetched = load_reference(Storage("memory://"), Reference(url=f"{host.url}/ref.png"), trusted)
+        assert reference_pixels(fetched, 20, 20).shape == (20, 20, 3)
+        for path, code in (("/page", "REFERENCE_NOT_FOUND"), ("/moved", "REFERENCE_NOT_FOUND"),
+                           ("/gone", "REFERENCE_NOT_FOUND"), ("/big", "REFERENCE_TOO_LARGE")):  # fmt: skip
+            with pytest.raises(InvalidJob) as refused:
+                load_reference(Storage("memory://"), Reference(url=f"{host.url}{path}"), trusted)
+            assert refused.value.code == code, path
+    finally:
+        host.close()

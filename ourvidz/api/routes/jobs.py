@@ -26,6 +26,7 @@ from ourvidz.auth import Principal
 from ourvidz.catalog import get_job_type
 from ourvidz.jobs.cancel import cancel_job
 from ourvidz.jobs.create import accept_job
+from ourvidz.jobs.references import ReferenceRules
 from ourvidz.jobs.view import stored_files
 from ourvidz.storage import InvalidStorageKey
 
@@ -56,7 +57,7 @@ def queued_answer(
     request = body.job_request(user.user_id, idempotency_key)
     accepted = accept_job(
         gw.sessions, request, gw.settings.max_metadata_bytes, gw.policy(),
-        video_references=bool(gw.settings.wan_i2v_model),
+        rules=ReferenceRules.of(gw.settings),
     )  # fmt: skip
     if not accepted.created:
         response.status_code = 200

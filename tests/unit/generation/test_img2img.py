@@ -67,15 +67,17 @@ def test_several_images_from_one_reference_follow_their_seeds(runtime: Generatio
     assert pixels.shape == (3, 1, 96, 128, 3) and not np.array_equal(pixels[0], pixels[1])
 
 
-def test_a_wan_video_starts_from_its_first_frame_on_the_image_to_video_pipeline(
-    runtime: GenerationRuntime,
-) -> None:
-    def video(colour: tuple[int, int, int]) -> np.ndarray:
+def test_wan_videos_start_from_a_first_frame_and_end_on_a_last_one(runtime: GenerationRuntime) -> None:
+    def video(first: tuple[int, int, int], last: tuple[int, int, int] | None = None) -> np.ndarray:
         request = request_for_job("video_fast", "a boat", width=96, height=64, frames=9, steps=2, seeds=[3])
-        framed = replace(request, reference=reference_pixels(_reference(colour), 96, 64))
-        assert framed.pipeline == "wan_i2v" and request.pipeline == "wan"
+        framed = replace(
+            request, reference=reference_pixels(_reference(first), 96, 64),
+            last_reference=None if last is None else reference_pixels(_reference(last), 96, 64),
+        )  # fmt: skip
+        assert framed.pipeline == ("wan_i2v" if last is None else "wan_flf2v") and request.pipeline == "wan"
         return runtime.submit(framed).result()
 
-    red, blue = video((255, 0, 0)), video((0, 0, 255))
-    assert red.shape == (1, 9, 64, 96, 3) and not same_image(red, blue)
-    assert any(key.family == "wan_i2v" for key in runtime.pipelines.loads)
+    red, blue, red_to_blue = video((255, 0, 0)), video((0, 0, 255)), video((255, 0, 0), (0, 0, 255))
+    assert red.shape == red_to_blue.shape == (1, 9, 64, 96, 3)
+    assert not same_image(red, blue) and not same_image(red, red_to_blue)
+    assert {"wan_i2v", "wan_flf2v"} <= {key.family for key in runtime.pipelines.loads}
