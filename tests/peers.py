@@ -15,6 +15,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _Quiet(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output clean, with one way to answer."""
+
+    def reply(self, status: int, body: bytes, kind: str = "application/json", **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("content-type", kind)
+        self.send_header("content-length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    """`handler` served on a free loopback port by a daemon thread; the server and its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 class SwitchableProxy:
     """Forwards TCP to `upstream` while `up`; while down, every connection is closed at once."""
 
@@ -86,7 +109,7 @@ class FakeChatWorker:
         self.paths: list[str] = []
         worker = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_Quiet):
             def do_GET(self) -> None:
                 self._answer(200 if worker.healthy and self.path == "/health" else 503, {"status": "ok"})
 
@@ -142,19 +165,9 @@ class FakeChatWorker:
                 self.wfile.flush()
 
             def _answer(self, status: int, payload: dict[str, Any] | bytes) -> None:
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, payload if isinstance(payload, bytes) else json.dumps(payload).encode())
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = _serve(Handler)
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -182,7 +195,7 @@ class Receiver:
         self.lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_Quiet):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 time.sleep(receiver.delay)
@@ -193,12 +206,8 @@ class Receiver:
                 self.send_response(status)
                 self.end_headers()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/ourvidz"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, base = _serve(Handler)
+        self.url = f"{base}/hooks/ourvidz"
 
     def refusing(self) -> bool:
         return len(self.requests) < self.failures or time.monotonic() < self.down_until
@@ -223,25 +232,14 @@ class FileHost:
         self.files: dict[str, tuple[int, str, bytes, dict[str, str]]] = {}
         host = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_Quiet):
             def do_GET(self) -> None:
                 status, kind, body, headers = host.files.get(
                     self.path, (404, "text/plain", b"no such file", {})
                 )
-                self.send_response(status)
-                self.send_header("content-type", kind)
-                self.send_header("content-length", str(len(body)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(status, body, kind, **headers)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = _serve(Handler)
 
     def close(self) -> None:
         self.server.shutdown()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import socket
+import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -258,9 +259,14 @@ def _fetch(url: str, rules: ReferenceRules) -> bytes:
                 )
             if not answer.headers.get("content-type", "").startswith("image/"):
                 raise InvalidJob("the reference URL is not an image", code="REFERENCE_NOT_FOUND")
-            data = bytearray()
+            data, deadline = bytearray(), time.monotonic() + FETCH_TIMEOUT_SECONDS
             for chunk in answer.iter_bytes():
                 data += chunk
+                if time.monotonic() > deadline:  # the timeout bounds each read; this, the whole body
+                    raise InvalidJob(
+                        f"the reference URL took over {FETCH_TIMEOUT_SECONDS:.0f} s",
+                        code="REFERENCE_NOT_FOUND",
+                    )
                 if len(data) > MAX_REFERENCE_BYTES:
                     raise InvalidJob(
                         f"the reference image is over {MAX_REFERENCE_BYTES} bytes", code="REFERENCE_TOO_LARGE"
