@@ -9,7 +9,8 @@ One Prefect server (SQLite, started here; `--prefect-db` for another) serves eve
 time, each once the previous one's run is over, so every number is one job's own latency. Two ways in:
 
 - run: the flow run is created with `run_deployment` (as an operator or the dispatcher creates it);
-  dispatch = flow run scheduled -> its `generate` task starts running (from the Prefect API's times);
+  dispatch = flow run scheduled (its `Scheduled` state's time) -> its `generate` task starts running
+  (from the Prefect API's times);
 - recorded (our worker only): the job is recorded in the job database (as the gateway records it) and
   an `ourvidz dispatcher` process of the same tree creates its run; dispatch = job recorded -> its
   `generate` task starts, so it includes the dispatcher's share.
@@ -63,6 +64,15 @@ OURVIDZ = [sys.executable, "-m", "ourvidz"]
 PROCESS_POOL = "bench-process"
 JOB_TYPE, METADATA = "sdxl_image_fast", {"width": 64, "height": 64, "steps": 2}
 POLL_SECONDS = "2"  # both workers' timer poll; ours is woken by events before it comes round
+# The dispatch path in stages: (from mark, to mark), marks as `_marks` names them.
+STAGES = {
+    "scheduled": ("entered", "scheduled"),  # recorded: the dispatcher's share; run: 0
+    "claimed": ("scheduled", "pending"),  # event -> worker query -> Pending proposed
+    "started": ("pending", "running"),  # handed to a flow thread -> the engine sets Running
+    "engine": ("running", "validate"),  # flow body reaches its first task
+    "validate": ("validate", "enhance"),
+    "enhance": ("enhance", "generate"),
+}
 LOAD_LINE = re.compile(r"pipelines loaded during this run: (\d+)")
 
 
@@ -109,7 +119,7 @@ async def _run_jobs(
             entered.append((run.id, float("nan")))
         async with get_client() as client:  # the run (not just the job row) must be over: queues allow one
             while not (await client.read_flow_run(entered[-1][0])).state.is_final():
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)  # rarely: on 2 cores the polls would slow the server measured
     return entered
 
 
@@ -133,6 +143,7 @@ async def _measure(entered: list[tuple[uuid.UUID, float]]) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.1)
         dispatch, overhead, end_to_end, loads = [], [], [], 0
+        stages: dict[str, list[float]] = {name: [] for name in STAGES}
         for run in runs:
             tasks = await client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
@@ -140,15 +151,30 @@ async def _measure(entered: list[tuple[uuid.UUID, float]]) -> dict[str, Any]:
             generate = next(t for t in tasks if t.name.startswith("generate"))
             assert run.expected_start_time and run.start_time and run.end_time
             assert generate.start_time and generate.end_time
-            start = since[run.id]
-            start = run.expected_start_time.timestamp() if start != start else start  # NaN: from the run
+            marks = await _marks(client, run.id, tasks, since[run.id])
+            start = marks["entered"]
+            for name, (begin, end) in STAGES.items():
+                stages[name].append(marks[end] - marks[begin])
             dispatch.append(generate.start_time.timestamp() - start)
             generation = (generate.end_time - generate.start_time).total_seconds()
             overhead.append((run.end_time - run.start_time).total_seconds() - generation)
             end_to_end.append(run.end_time.timestamp() - start)
             logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
             loads += sum(int(match.group(1)) for log in logs if (match := LOAD_LINE.search(log.message)))
-    return {"dispatch": dispatch, "overhead": overhead, "end_to_end": end_to_end, "loads_seen_in_logs": loads}
+    return {"dispatch": dispatch, "overhead": overhead, "end_to_end": end_to_end, "stages": stages,
+            "loads_seen_in_logs": loads}  # fmt: skip
+
+
+async def _marks(client: Any, run_id: uuid.UUID, tasks: list[Any], entered: float) -> dict[str, float]:
+    """When the run entered, reached each state and started each task (seconds since the epoch)."""
+    marks = {}
+    for state in await client.read_flow_run_states(run_id):
+        marks.setdefault(state.type.value.lower(), state.timestamp.timestamp())
+    marks["entered"] = marks["scheduled"] if entered != entered else entered  # NaN: the run's creation
+    for task_run in tasks:
+        if task_run.start_time is not None:
+            marks.setdefault(task_run.name.split("-")[0], task_run.start_time.timestamp())
+    return marks
 
 
 def _summary(case: Case, measured: dict[str, Any], model_loads: int) -> dict[str, Any]:
@@ -156,6 +182,9 @@ def _summary(case: Case, measured: dict[str, Any], model_loads: int) -> dict[str
     for name in ("dispatch", "overhead", "end_to_end"):
         summary[f"{name}_p50_s"] = round(statistics.median(measured[name]), 3)
         summary[f"{name}_p95_s"] = round(percentile(measured[name], 0.95), 3)
+    summary["stages_p50_ms"] = {
+        name: round(statistics.median(values) * 1000, 1) for name, values in measured["stages"].items()
+    }
     summary["model_loads"] = model_loads
     return summary
 
@@ -219,6 +248,13 @@ def print_table(results: list[dict[str, Any]]) -> None:
         print(
             "{:<8} {:<10} {:<9} {:<7} {:>4} {:>12.3f} {:>7.3f} {:>12.3f} {:>7.3f} {:>8.3f} {:>5}".format(*row)
         )
+    print("\ndispatch in stages, p50 ms:")
+    print("{:<8} {:<10} {:<9} {:<7} ".format("worker", "tree", "way in", "profile")
+          + " ".join(f"{name:>9}" for name in STAGES))  # fmt: skip
+    for result in results:
+        s = result["summary"]
+        print("{:<8} {:<10} {:<9} {:<7} ".format(s["worker"], s["tree"][:10], s["way_in"], s["profile"])
+              + " ".join(f"{s['stages_p50_ms'][name]:>9.1f}" for name in STAGES))  # fmt: skip
 
 
 def main() -> None:

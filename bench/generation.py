@@ -180,7 +180,7 @@ def bench_batching(runtime: GenerationRuntime, jobs: int) -> dict[str, Any]:
     return {
         "jobs": jobs, "sequential_s": round(sequential_s, 4), "batched_s": round(batched_s, 4),
         "ratio": round(sequential_s / batched_s, 3), "target_ratio": TARGET_BATCH_RATIO,
-        "batch_sizes": executor.batch_sizes[calls_before:],
+        "batch_sizes": list(executor.batch_sizes)[calls_before:],
     }  # fmt: skip
 
 

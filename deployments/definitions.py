@@ -26,8 +26,7 @@ class QueueSpec:
 
 
 def generation_queues(settings: Settings) -> list[QueueSpec]:
-    limits = {"sdxl": settings.sdxl_concurrency, "wan": settings.wan_concurrency}
-    return [QueueSpec(queue, limits[queue]) for queue in GENERATION_QUEUES]
+    return [QueueSpec(queue, settings.queue_limit(queue)) for queue in GENERATION_QUEUES]
 
 
 def generation_description(queue: str) -> str:

@@ -123,11 +123,34 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False, description="Compile the UNet / transformer with torch.compile and warm up at worker start."
     )
-    sdxl_concurrency: int = Field(
-        1, ge=1, description="Flow runs of the `sdxl` work queue running at once (per GPU pool, all workers)."
+    sdxl_slots: int = Field(
+        4,
+        ge=1,
+        description="Flow runs of the `sdxl` work queue one GPU worker runs at once: enough for a "
+        "full SDXL batch to gather (the device still runs one pipeline call at a time).",
     )
-    wan_concurrency: int = Field(
-        1, ge=1, description="Flow runs of the `wan` work queue running at once (per GPU pool, all workers)."
+    wan_slots: int = Field(
+        2,
+        ge=1,
+        description="Flow runs of the `wan` work queue one GPU worker runs at once: the next job's "
+        "validate and enhance overlap the current video.",
+    )
+    gpu_workers: int = Field(
+        1,
+        ge=1,
+        description="GPU workers serving the pool (one per GPU): the pool's queue limits are this "
+        "times the slots.",
+    )
+    sdxl_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="Flow runs of the `sdxl` queue at once, pool-wide (all workers); unset: "
+        "gpu_workers x sdxl_slots. Set it for workers with different slots: the sum of their slots.",
+    )
+    wan_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="Flow runs of the `wan` queue at once, pool-wide; unset: gpu_workers x wan_slots.",
     )
     work_pool: str = Field("gpu", description="Name of the GPU work pool that generation deployments use.")
     maintenance_pool: str = Field(
@@ -202,6 +225,15 @@ class Settings(BaseSettings):
     callback_tolerance_seconds: int = Field(
         300, ge=1, description="How old a signed job callback may be; older or replayed ones are refused."
     )
+
+    def worker_slots(self, queue: str) -> int:
+        """Flow runs of `queue` one GPU worker runs at once (1 for a queue without a setting)."""
+        return {"sdxl": self.sdxl_slots, "wan": self.wan_slots}.get(queue, 1)
+
+    def queue_limit(self, queue: str) -> int:
+        """The pool-wide limit bootstrap gives `queue`: the sum of its workers' slots."""
+        explicit = {"sdxl": self.sdxl_concurrency, "wan": self.wan_concurrency}.get(queue)
+        return explicit or self.gpu_workers * self.worker_slots(queue)
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> Settings:

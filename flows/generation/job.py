@@ -1,9 +1,10 @@
 """One flow run per generation job: (create) -> validate -> enhance -> generate -> conclude.
 
-Runs come from the dispatcher (a job recorded by the gateway: `job_id`) or from an operator in the
-Prefect UI or CLI, with the job's fields instead of a `job_id`: the run then creates the job through
-the same checks the gateway makes, owned by `user_id` or the operator profile, and runs it. A request
-that cannot run fails the run at once with its code (`INVALID_JOB_TYPE: ...`), never a retry.
+Runs come from the dispatcher (a job recorded by the gateway: `job_id`; the run is named
+`<job_type>-<job_id>` at creation) or from an operator in the Prefect UI or CLI, with the job's fields
+instead of a `job_id`: the run then creates the job through the same checks the gateway makes, owned
+by `user_id` or the operator profile, and runs it. A request that cannot run fails the run at once
+with its code (`INVALID_JOB_TYPE: ...`), never a retry.
 
 The job row is the source of truth and always ends final: completed, failed (with the error) or
 cancelled, each ending announced once by `ourvidz.jobs.conclude`. The flow run ends in the matching
@@ -17,7 +18,7 @@ import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
+from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Completed, Failed, State
 
 from ourvidz.catalog import UnknownJobType, get_job_type
@@ -30,19 +31,17 @@ from ourvidz.jobs.outputs import outputs_of
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.jobs.start import JobNotRunnable, JobRejected
 from ourvidz.orchestration.artifacts import outputs_table
-from ourvidz.orchestration.names import GENERATION_FLOW
+from ourvidz.orchestration.names import GENERATION_FLOW, generation_run_name
 from ourvidz.orchestration.runs import FlowRuns, current_deployment, current_run_id
 from ourvidz.policy import PolicyError
 from tasks.generation import conclude, create, enhance, generate, validate
 
-
-def run_name() -> str:
-    """`<job_type>-<job_id>`; a run that will create its job is renamed once it has."""
-    parameters = flow_run.parameters
-    return f"{parameters.get('job_type') or 'job'}-{parameters.get('job_id') or 'new'}"
+# Naming the result storage spares each run and task a read of the server's default storage: results
+# of this flow are never persisted (the job database holds them).
+NO_RESULTS = get_current_settings().results.local_storage_path
 
 
-@flow(name=GENERATION_FLOW, flow_run_name=run_name, retries=0, persist_result=False)
+@flow(name=GENERATION_FLOW, retries=0, persist_result=False, result_storage=NO_RESULTS)
 async def generate_job(
     job_type: str = "",
     prompt: str = "",
@@ -143,7 +142,7 @@ async def _create_job(
     if run_id is not None:
         try:
             async with FlowRuns() as runs:
-                await runs.rename(run_id, f"{get_job_type(job_type).name}-{job_id}")
+                await runs.rename(run_id, generation_run_name(get_job_type(job_type).name, job_id))
         except Exception as exc:  # a name is a convenience: the job runs under the old one
             get_run_logger().warning("run not renamed after its job %s: %s", job_id, exc)
     return job_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -49,7 +49,8 @@ class DeviceExecutor:
         self.batch_window = batch_window
         self.max_batch_images = max_batch_images
         self.encoders = dict(encoders or {})
-        self.batch_sizes: list[int] = []  # requests per pipeline call, in call order
+        self.batch_sizes: deque[int] = deque(maxlen=1024)  # requests per recent pipeline call, in order
+        self._calls: Counter[tuple[str, int]] = Counter()  # (family, requests in the call) -> calls
         self._pending: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -63,6 +64,13 @@ class DeviceExecutor:
     def run(self, call: Callable[[PipelineCache], Any]) -> Future[Any]:
         """Run `call(pipelines)` on the device thread, in turn with generation (loads, warm-ups)."""
         return self._enqueue(_Item(Future(), call=call))
+
+    def batch_counts(self) -> dict[str, dict[str, int]]:
+        """Pipeline calls so far per family and batch size: `{"sdxl": {"1": 3, "4": 2}}`."""
+        counts: dict[str, dict[str, int]] = {}
+        for (family, size), calls in sorted(self._calls.items()):
+            counts.setdefault(family, {})[str(size)] = calls
+        return counts
 
     def shutdown(self, wait: bool = True) -> None:
         with self._cond:
@@ -142,6 +150,7 @@ class DeviceExecutor:
             return
         finally:
             self.batch_sizes.append(len(live))
+            self._calls[family, len(live)] += 1
         for item, result in zip(live, results, strict=True):
             if isinstance(result, Cancelled):
                 item.future.set_exception(result)

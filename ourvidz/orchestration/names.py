@@ -10,3 +10,8 @@ GENERATION_TAG = "generation"  # generation deployments (their crashed or cancel
 def deployment_name(queue: str) -> str:
     """The `flow/deployment` name of a GPU work queue's generation deployment."""
     return f"{GENERATION_FLOW}/{queue}"
+
+
+def generation_run_name(job_type: str, job_id: object) -> str:
+    """What a job's flow run is called in the Prefect UI, from its creation on."""
+    return f"{job_type}-{job_id}"

@@ -26,7 +26,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelling, Crashed, Scheduled, to_state_create
 
-from ourvidz.orchestration.names import deployment_name
+from ourvidz.orchestration.names import deployment_name, generation_run_name
 
 RUNS_PER_READ = 200  # the API answers at most this many runs per call
 
@@ -106,6 +106,7 @@ class FlowRuns:
         """A Scheduled run of the queue's generation deployment for the job; the same key gives the same
         run. Only the new run's id is read back: the full FlowRun model costs more CPU than the request."""
         body = DeploymentFlowRunCreate(
+            name=generation_run_name(job_type, job_id),
             parameters={"job_id": str(job_id), "job_type": job_type},
             state=to_state_create(Scheduled()),
             idempotency_key=idempotency_key,

@@ -98,7 +98,7 @@ def test_bootstrap_applies_a_changed_limit_and_only_that(orchestra: Orchestra) -
         assert after["queues"]["sdxl"][1] == 2 and after["deployments"] == before["deployments"]
     finally:
         _bootstrap(orchestra)
-    assert _server_state(orchestra)["queues"]["sdxl"][1] == 1
+    assert _server_state(orchestra)["queues"]["sdxl"][1] == 4  # 1 GPU worker x 4 SDXL slots
 
 
 def test_prefect_yaml_declares_the_same_deployments() -> None:

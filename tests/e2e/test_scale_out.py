@@ -3,7 +3,8 @@ messaging, cache, ordering, lease storage and docket; the gateway's rate limits 
 workers on one pool sharing the queues; a maintenance worker; storage on a shared fsspec URL. Only
 configuration differs from the embedded default.
 
-On it: jobs spread over both GPU workers, and a GPU worker killed with SIGKILL in the middle of a job
+On it: jobs spread over both GPU workers, a burst batches on each worker while the queue's limit holds
+pool-wide, and a GPU worker killed with SIGKILL in the middle of a job
 loses nothing: its run is marked Crashed when its heartbeats stop, the recovery flow re-queues the
 job, and the other worker completes it within 120 s.
 """
@@ -36,6 +37,7 @@ from ourvidz.stack import Stack, free_port, wait_for_http
 from ourvidz.storage import Storage
 from tests.conftest import POSTGRES_URL, private_schema
 from tests.e2e.conftest import OURVIDZ
+from tests.overlap import most_at_once
 
 REDIS = "redis://127.0.0.1:6379"
 RECOVERY_DEADLINE_SECONDS = 120
@@ -56,8 +58,9 @@ def scale_out_env(
         "OURVIDZ_REDIS_URL": redis_url,
         "OURVIDZ_DATABASE_URL": job_database_url,
         "OURVIDZ_STORAGE_URL": storage_url,
-        "OURVIDZ_SDXL_CONCURRENCY": "2",  # one per GPU worker
-        "OURVIDZ_WAN_CONCURRENCY": "2",
+        "OURVIDZ_GPU_WORKERS": "2",  # the pool's limits: 2 workers x their slots
+        "OURVIDZ_SDXL_SLOTS": "3",
+        "OURVIDZ_SDXL_CONCURRENCY": "4",  # below 2 x 3: the pool-wide limit is what binds a burst
     }
 
 
@@ -120,7 +123,7 @@ def scale_out(tmp_path_factory: pytest.TempPathFactory, postgres_admin: sa.Engin
             workers = {}
             for name in ("gpu-a", "gpu-b"):
                 port = free_port()
-                args = [*OURVIDZ, "worker", "--name", name, "--limit", "1", "--health-port", str(port)]
+                args = [*OURVIDZ, "worker", "--name", name, "--health-port", str(port)]
                 process = stack.start(name, args)
                 workers[name] = f"http://127.0.0.1:{port}/health"
                 wait_for_http(workers[name], 300, process)
@@ -167,6 +170,27 @@ def test_jobs_run_on_both_workers_with_limits_on_redis_and_shared_storage(scale_
         images = session.scalars(sa.select(Image).where(Image.job_id.in_(job_ids))).all()
     assert len(images) == len(job_ids)
     assert all(storage.exists(str(i.bucket), str(i.storage_key)) for i in images)
+
+
+def test_a_burst_batches_on_each_worker_and_the_pool_limit_holds(scale_out: ScaleOut) -> None:
+    before = {name: scale_out.status(name)["batches"].get("sdxl", {}) for name in scale_out.workers}
+    user = uuid.uuid4()
+    ensure_profile(scale_out.sessions, user)
+    compatible = {"width": 256, "height": 256, "steps": 30}  # one batch key; calls long enough to meet
+    body = {"jobType": "sdxl_image_fast", "prompt": "a lighthouse", "metadata": compatible}
+    job_ids = [scale_out.queue(user, body) for _ in range(10)]  # the user's rate limit allows 10
+    jobs = scale_out.wait_final(job_ids, timeout=300)
+    assert {job.status for job in jobs.values()} == {JobStatus.COMPLETED}
+    assert most_at_once([(job.started_at, job.completed_at) for job in jobs.values()]) <= 4
+    statuses = {name: scale_out.status(name) for name in scale_out.workers}
+    assert all(status["high_water"]["sdxl"] <= 3 for status in statuses.values()), statuses
+    batched = sum(
+        calls - before[name].get(size, 0)
+        for name, status in statuses.items()
+        for size, calls in status["batches"]["sdxl"].items()
+        if int(size) > 1
+    )
+    assert batched >= 1, {name: status["batches"] for name, status in statuses.items()}
 
 
 def test_a_worker_killed_mid_job_loses_nothing(scale_out: ScaleOut) -> None:

@@ -52,6 +52,9 @@ def test_every_setting_reads_its_environment_variable(
         "OURVIDZ_TORCH_COMPILE": "true",
         "OURVIDZ_SDXL_CONCURRENCY": "2",
         "OURVIDZ_WAN_CONCURRENCY": "3",
+        "OURVIDZ_SDXL_SLOTS": "6",
+        "OURVIDZ_WAN_SLOTS": "1",
+        "OURVIDZ_GPU_WORKERS": "5",
         "OURVIDZ_WORK_POOL": "gpu-east",
         "OURVIDZ_WORKER_HEALTH_PORT": "8123",
         "OURVIDZ_PREFECT_PORT": "4300",
@@ -91,6 +94,7 @@ def test_every_setting_reads_its_environment_variable(
     assert (settings.device, settings.batch_window_ms, settings.max_batch_images) == ("cuda:1", 20.0, 4)
     assert settings.torch_compile is True
     assert (settings.sdxl_concurrency, settings.wan_concurrency, settings.work_pool) == (2, 3, "gpu-east")
+    assert (settings.sdxl_slots, settings.wan_slots, settings.gpu_workers) == (6, 1, 5)
     assert (settings.worker_health_port, settings.prefect_port) == (8123, 4300)
     assert (settings.background_nice, settings.gateway_dispatches, settings.stall_minutes) == (5, False, 25.0)
     assert settings.service_key is not None and settings.service_key.get_secret_value() == "service-from-env"

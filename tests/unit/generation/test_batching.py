@@ -48,9 +48,9 @@ def test_compatible_requests_share_a_call(batching: GenerationRuntime, sequentia
     futures = {name: batching.submit(request) for name, request in requests.items()}
     batched = {name: future.result(timeout=120) for name, future in futures.items()}
     # a+b share the first call; the 6-image request would overflow the batch of 8 and runs on its own.
-    assert batching.executor.batch_sizes == [2, 1, 1, 1]
+    assert list(batching.executor.batch_sizes) == [2, 1, 1, 1]
     alone = {name: sequential.submit(request).result(timeout=120) for name, request in requests.items()}
-    assert sequential.executor.batch_sizes == [1, 1, 1, 1, 1]
+    assert list(sequential.executor.batch_sizes) == [1, 1, 1, 1, 1]
     for name, request in requests.items():
         assert batched[name].shape == (request.num_images, 1, 64, 64, 3)
         for image_batched, image_alone in zip(batched[name], alone[name], strict=True):
@@ -73,7 +73,7 @@ def test_a_request_cancelled_inside_a_batch_does_not_stop_the_others(batching: G
     assert kept.result(timeout=120).shape == (1, 1, 64, 64, 3)
     with pytest.raises(Cancelled):
         doomed.result(timeout=120)
-    assert batching.executor.batch_sizes == [2]
+    assert list(batching.executor.batch_sizes) == [2]
 
 
 def test_a_cancelled_future_is_skipped(batching: GenerationRuntime) -> None:
@@ -83,4 +83,4 @@ def test_a_cancelled_future_is_skipped(batching: GenerationRuntime) -> None:
     assert skipped.cancel()
     blocker.set()
     batching.submit(request_for_job("image_fast", "a boat", **SMALL)).result(timeout=120)
-    assert batching.executor.batch_sizes == [1]
+    assert list(batching.executor.batch_sizes) == [1]

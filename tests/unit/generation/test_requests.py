@@ -76,7 +76,7 @@ def test_refusals_do_no_model_work(fresh_runtime: GenerationRuntime) -> None:
             fresh_runtime.submit(request_for_job(job_type, "a boat", **overrides))
     with pytest.raises(InvalidRequest):
         fresh_runtime.pipelines.key("flux")
-    assert fresh_runtime.pipelines.total_loads == 0 and fresh_runtime.executor.batch_sizes == []
+    assert fresh_runtime.pipelines.total_loads == 0 and list(fresh_runtime.executor.batch_sizes) == []
 
 
 def test_only_sdxl_requests_are_batchable() -> None:
