@@ -60,7 +60,7 @@ def _bootstrap(orchestra: Orchestra, **env: str) -> list[str]:
 def test_bootstrap_made_what_the_workers_need(orchestra: Orchestra) -> None:
     state = _server_state(orchestra)
     assert state["pool"][1] == "ourvidz-gpu"
-    assert {q: limit for q, (_, limit, *_) in state["queues"].items()} == {"sdxl": 1, "wan": 1}
+    assert {q: limit for q, (_, limit, *_) in state["queues"].items()} == {"sdxl": 4, "wan": 2}
     for queue, (_, entrypoint, pool, work_queue, tags, _, schema, parameters, _) in state[
         "deployments"
     ].items():

@@ -22,7 +22,8 @@ from tests.e2e.conftest import Orchestra
 from tests.overlap import most_at_once
 
 SMALL_SDXL = {"width": 128, "height": 128, "steps": 4}
-COMPATIBLE_SDXL = {"width": 256, "height": 256, "steps": 30}  # one batch key; calls long enough to meet
+COMPATIBLE_SDXL = {"width": 128, "height": 128, "steps": 10}  # one batch key: same size and steps
+LONG_SDXL = {"width": 512, "height": 512, "steps": 100}  # seconds on the device: the burst queues behind
 SMALL_VIDEO = {"width": 64, "height": 64, "steps": 3, "frames": 9}
 
 
@@ -138,11 +139,13 @@ def test_a_job_refused_by_validation_fails_with_its_reason(orchestra: Orchestra)
 
 
 def test_a_burst_of_sdxl_jobs_batches_within_the_queue_limit(orchestra: Orchestra) -> None:
-    """Eight compatible jobs on one worker with 4 SDXL slots (the pool's limit, 1 worker x 4): at most
-    four run at once, and the device executor gets several of them in one pipeline call."""
+    """One long job holds the device while compatible jobs arrive behind it, on one worker with 4 SDXL
+    slots (the pool's limit, 1 worker x 4): at most four run at once, and the executor runs the waiting
+    ones together in one pipeline call, however slowly their runs were dispatched."""
     before = orchestra.worker_status()["batches"].get("sdxl", {})
-    job_ids = [orchestra.submit("sdxl_image_fast", metadata=COMPATIBLE_SDXL) for _ in range(8)]
-    jobs = orchestra.wait_final(job_ids)
+    blocker = orchestra.submit("sdxl_image_fast", metadata=LONG_SDXL)
+    job_ids = [orchestra.submit("sdxl_image_fast", metadata=COMPATIBLE_SDXL) for _ in range(5)]
+    jobs = orchestra.wait_final([blocker, *job_ids])
     assert all(job.status is JobStatus.COMPLETED for job in jobs.values())
     assert 2 <= most_at_once([(job.started_at, job.completed_at) for job in jobs.values()]) <= 4
     status = orchestra.worker_status()
