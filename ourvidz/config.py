@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+OTHER_QUEUE_SLOTS = 16  # runs at once of a worker's queue that has no slots setting
 SECRET_FIELDS = ("jwt_secret", "callback_secret", "webhook_secret", "service_key")
 
 
@@ -227,8 +228,9 @@ class Settings(BaseSettings):
     )
 
     def worker_slots(self, queue: str) -> int:
-        """Flow runs of `queue` one GPU worker runs at once (1 for a queue without a setting)."""
-        return {"sdxl": self.sdxl_slots, "wan": self.wan_slots}.get(queue, 1)
+        """Flow runs of `queue` one worker runs at once; a queue without a setting (the maintenance
+        pool's) takes up to OTHER_QUEUE_SLOTS, so its flows do not wait for each other."""
+        return {"sdxl": self.sdxl_slots, "wan": self.wan_slots}.get(queue, OTHER_QUEUE_SLOTS)
 
     def queue_limit(self, queue: str) -> int:
         """The pool-wide limit bootstrap gives `queue`: the sum of its workers' slots."""

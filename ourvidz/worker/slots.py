@@ -21,11 +21,12 @@ class QueueSlots:
         self._lock = threading.Lock()
 
     def take(self, run_id: uuid.UUID, queue: str) -> bool:
-        """Hold a slot of `queue` for the run; True also when the run holds one already."""
+        """Hold a slot of `queue` for the run (a queue not given has none); True also when the run
+        holds one already."""
         with self._lock:
             if run_id in self._held:
                 return True
-            if Counter(self._held.values())[queue] >= self.slots.get(queue, 1):
+            if Counter(self._held.values())[queue] >= self.slots.get(queue, 0):
                 return False
             self._held[run_id] = queue
             return True

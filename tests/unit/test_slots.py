@@ -17,7 +17,7 @@ def test_a_queue_takes_runs_up_to_its_slots_and_frees_them_one_by_one() -> None:
     assert slots.held() == {"sdxl": 2, "wan": 1}
     slots.release(runs[1])
     assert slots.take(runs[2], "sdxl") and slots.held()["sdxl"] == 2
-    assert slots.take(uuid.uuid4(), "other") and not slots.take(uuid.uuid4(), "other")  # unlisted: 1
+    assert not slots.take(uuid.uuid4(), "other"), "a queue this worker does not serve has no slots"
     assert slots.total == 3
 
 
@@ -28,3 +28,4 @@ def test_the_pool_limit_is_the_sum_of_the_workers_slots_unless_set(tmp_path) -> 
     assert (fleet.queue_limit("sdxl"), fleet.queue_limit("wan")) == (6, 6)
     mixed = Settings(data_dir=tmp_path, gpu_workers=3, sdxl_concurrency=5)  # workers of unequal slots
     assert mixed.queue_limit("sdxl") == 5 and mixed.worker_slots("sdxl") == 4
+    assert default.worker_slots("default") == 16, "maintenance flows do not queue behind each other"
