@@ -23,7 +23,7 @@ from tests.overlap import most_at_once
 
 SMALL_SDXL = {"width": 128, "height": 128, "steps": 4}
 COMPATIBLE_SDXL = {"width": 128, "height": 128, "steps": 10}  # one batch key: same size and steps
-LONG_SDXL = {"width": 512, "height": 512, "steps": 100}  # seconds on the device: the burst queues behind
+LONG_SDXL = {"width": 1024, "height": 1024, "steps": 100}  # long on the device: the burst queues behind
 SMALL_VIDEO = {"width": 64, "height": 64, "steps": 3, "frames": 9}
 
 
