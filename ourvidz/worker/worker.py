@@ -283,6 +283,7 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
             "work_queues": sorted(self._work_queues),
             "limit": self._limit,
             "slots": self.slots.slots,
+            "slots_held": self.slots.held(),
             "pid": os.getpid(),
             "device": None if runtime is None else str(runtime.pipelines.device),
             "model_loads": loads,
