@@ -191,7 +191,8 @@ def _q(values: list[float], q: float) -> float | None:
 
 def climb(system: System, rates: list[float], seconds: float, drain: float) -> list[dict[str, Any]]:
     """Each rate in turn until one breaks the p99 limit or leaves jobs unfinished."""
-    asyncio.run(submit(system, NOOP_BODY, 5, 10))  # warm-up: connections, flow import; not reported
+    # warm-up (connections, imports, the worker's model warm-up): waited for, not reported
+    ended(system, asyncio.run(submit(system, NOOP_BODY, 5, 10)), 120)
     results = []
     for rate in rates:
         result = measure_rate(system, rate, seconds, drain)

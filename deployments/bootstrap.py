@@ -21,7 +21,6 @@ from prefect.utilities.callables import parameter_schema
 from deployments.automations import automations, ensure_automation, remove_retired
 from deployments.definitions import (
     DEFAULT_JOB_TYPES,
-    GENERATION_QUEUES,
     GENERATION_TAGS,
     MAINTENANCE_CONCURRENCY,
     MAINTENANCE_DEPLOYMENT,
@@ -67,8 +66,8 @@ async def bootstrap(settings: Settings) -> BootstrapReport:
             report.actions[f"work queue {queue.name}"] = await _ensure_queue(
                 client, settings.work_pool, queue
             )
-        for queue in GENERATION_QUEUES:
-            report.actions[f"deployment {deployment_name(queue)}"] = await _ensure_deployment(
+        for queue in generation_queues(settings):
+            report.actions[f"deployment {deployment_name(queue.name)}"] = await _ensure_deployment(
                 client, settings.work_pool, queue
             )
         pool = settings.maintenance_pool
@@ -165,31 +164,43 @@ def _differences(pairs: dict[str, tuple[Any, Any]]) -> str:
     return ", ".join(name for name, (existing, desired) in pairs.items() if existing != desired)
 
 
-async def _ensure_deployment(client: PrefectClient, pool: str, queue: str) -> str:
+async def _ensure_deployment(client: PrefectClient, pool: str, queue: QueueSpec) -> str:
     desired = await generate_job.ato_deployment(
-        name=queue,
+        name=queue.name,
         work_pool_name=pool,
-        work_queue_name=queue,
+        work_queue_name=queue.name,
         entrypoint_type=EntrypointType.MODULE_PATH,
-        description=generation_description(queue),
+        description=generation_description(queue.name),
         tags=list(GENERATION_TAGS),
-        parameters={"job_type": DEFAULT_JOB_TYPES[queue]},
+        parameters={"job_type": DEFAULT_JOB_TYPES[queue.name]},
+        # The work queue's limit again, enforced where it cannot race: the server takes a slot when a
+        # run goes Pending, so two workers polling at once cannot both start the queue's last run.
+        concurrency_limit=queue.concurrency_limit,
     )
     try:
-        existing = await client.read_deployment_by_name(deployment_name(queue))
+        existing = await client.read_deployment_by_name(deployment_name(queue.name))
     except ObjectNotFound:
         await desired.apply()
         return "created"
-    same = (
-        existing.entrypoint == desired.entrypoint
-        and existing.work_pool_name == pool
-        and existing.work_queue_name == queue
-        and existing.description == desired.description
-        and sorted(existing.tags) == sorted(desired.tags)
-        and existing.parameter_openapi_schema == parameter_schema(generate_job).model_dump(exclude_unset=True)
-        and existing.parameters == desired.parameters
+    differs = _differences(
+        {
+            "entrypoint": (existing.entrypoint, desired.entrypoint),
+            "work pool": (existing.work_pool_name, pool),
+            "work queue": (existing.work_queue_name, queue.name),
+            "description": (existing.description, desired.description),
+            "tags": (sorted(existing.tags), sorted(desired.tags)),
+            "concurrency": (
+                getattr(existing.global_concurrency_limit, "limit", None),
+                queue.concurrency_limit,
+            ),
+            "parameters": (
+                existing.parameter_openapi_schema,
+                parameter_schema(generate_job).model_dump(exclude_unset=True),
+            ),
+            "defaults": (existing.parameters, desired.parameters),
+        }
     )
-    if same:
+    if not differs:
         return "unchanged"
     await desired.apply()
-    return "updated"
+    return f"updated ({differs})"

@@ -26,6 +26,7 @@ from ourvidz.config import Settings
 STOP_GRACE_SECONDS = 15.0
 PR_SET_PDEATHSIG = 1
 WORKER_START_SECONDS = 300.0  # the first start builds the tiny models
+SLOT_WAIT = "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"
 
 
 class StackError(RuntimeError):
@@ -99,6 +100,8 @@ class Stack:
             "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             # the UI asks this address for its data (it assumes port 4200 otherwise)
             "PREFECT_UI_API_URL": self.env.get("PREFECT_UI_API_URL") or api_url,
+            # a run that lost the race for its deployment's last slot is retried this soon (default 30 s)
+            SLOT_WAIT: self.env.get(SLOT_WAIT) or "1",
         }  # fmt: skip
         # SQLite under the data dir unless the environment names another database (e.g. PostgreSQL).
         env.setdefault(

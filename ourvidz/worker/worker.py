@@ -347,6 +347,7 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
         """Load the models of this worker's queues before the first job asks for them."""
         families = sorted(self._work_queues & {"sdxl", "wan"}) or ["sdxl", "wan"]
         try:
-            await anyio.to_thread.run_sync(get_runtime().warm_up, families, abandon_on_cancel=True)
+            # get_runtime() imports torch and diffusers: off the event loop, which is claiming runs meanwhile
+            await anyio.to_thread.run_sync(lambda: get_runtime().warm_up(families), abandon_on_cancel=True)
         except Exception:
             self._logger.exception("warm-up failed; models will load with the first job")

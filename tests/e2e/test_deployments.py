@@ -21,7 +21,9 @@ from deployments.definitions import (
     MAINTENANCE_TAGS,
     RECOVERY_FLOW_NAME,
     generation_description,
+    generation_queues,
 )
+from ourvidz.config import Settings
 from ourvidz.orchestration.names import deployment_name
 from tests.e2e.conftest import OURVIDZ, Orchestra
 
@@ -39,7 +41,8 @@ def _server_state(orchestra: Orchestra) -> dict[str, Any]:
         "queues": {q: (w.id, w.concurrency_limit, w.is_paused, w.priority) for q, w in queues.items()},
         "deployments": {
             q: (d.id, d.entrypoint, d.work_pool_name, d.work_queue_name, sorted(d.tags), d.description,
-                d.parameter_openapi_schema, d.parameters, d.version)
+                d.parameter_openapi_schema, d.parameters, d.version,
+                getattr(d.global_concurrency_limit, "limit", None))
             for q, d in deployments.items()
         },
     }  # fmt: skip
@@ -61,9 +64,10 @@ def test_bootstrap_made_what_the_workers_need(orchestra: Orchestra) -> None:
     state = _server_state(orchestra)
     assert state["pool"][1] == "ourvidz-gpu"
     assert {q: limit for q, (_, limit, *_) in state["queues"].items()} == {"sdxl": 4, "wan": 2}
-    for queue, (_, entrypoint, pool, work_queue, tags, _, schema, parameters, _) in state[
+    for queue, (_, entrypoint, pool, work_queue, tags, _, schema, parameters, _, limit) in state[
         "deployments"
     ].items():
+        assert limit == state["queues"][queue][1]  # the queue's limit, enforced at Pending as well
         assert (entrypoint, pool, work_queue, tags) == (
             GENERATION_ENTRYPOINT,
             "gpu",
@@ -90,15 +94,18 @@ def test_bootstrap_applies_a_changed_limit_and_only_that(orchestra: Orchestra) -
     before = _server_state(orchestra)
     try:
         lines = _bootstrap(orchestra, OURVIDZ_SDXL_CONCURRENCY="2")
-        assert [line.split(maxsplit=1)[1] for line in lines if line.split()[0] != "unchanged"] == [
-            "work queue sdxl"
+        changed = [line.strip() for line in lines if line.split()[0] != "unchanged"]
+        assert changed == [
+            "updated  work queue sdxl",
+            f"updated (concurrency)  deployment {deployment_name('sdxl')}",
         ]
-        assert "updated  work queue sdxl" in "\n".join(lines)
         after = _server_state(orchestra)
-        assert after["queues"]["sdxl"][1] == 2 and after["deployments"] == before["deployments"]
+        assert after["queues"]["sdxl"][1] == 2 and after["deployments"]["sdxl"][-1] == 2
+        assert after["deployments"]["wan"] == before["deployments"]["wan"]
     finally:
         _bootstrap(orchestra)
-    assert _server_state(orchestra)["queues"]["sdxl"][1] == 4  # 1 GPU worker x 4 SDXL slots
+    state = _server_state(orchestra)
+    assert state["queues"]["sdxl"][1] == state["deployments"]["sdxl"][-1] == 4  # 1 GPU worker x 4 slots
 
 
 def test_prefect_yaml_declares_the_same_deployments() -> None:
@@ -111,9 +118,10 @@ def test_prefect_yaml_declares_the_same_deployments() -> None:
     }  # fmt: skip
     assert declared == {
         **{
-            (q, GENERATION_ENTRYPOINT): ("gpu", q, list(GENERATION_TAGS), generation_description(q), [], None,
-                                         {"job_type": DEFAULT_JOB_TYPES[q]})
-            for q in GENERATION_QUEUES
+            (q.name, GENERATION_ENTRYPOINT): ("gpu", q.name, list(GENERATION_TAGS),
+                                              generation_description(q.name), [], q.concurrency_limit,
+                                              {"job_type": DEFAULT_JOB_TYPES[q.name]})
+            for q in generation_queues(Settings())
         },
         **{
             (MAINTENANCE_DEPLOYMENT, f.entrypoint): (

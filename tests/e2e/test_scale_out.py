@@ -186,6 +186,27 @@ def test_a_burst_spreads_over_both_workers_each_within_its_slots(scale_out: Scal
     assert most_at_once([(job.started_at, job.completed_at) for job in jobs.values()]) == 2
 
 
+def test_a_queue_limit_below_the_fleets_slots_holds_across_workers(scale_out: ScaleOut) -> None:
+    """Prefect's work-queue limit alone is not strict across workers (two polling at once may both
+    take the queue's last run); bootstrap also gives the queue's deployment that limit, which the
+    server enforces when a run goes Pending, and the loser of such a race retries a second later."""
+    stack = scale_out.stack
+    stack.env["OURVIDZ_SDXL_CONCURRENCY"] = "1"  # an operator's override: 1 run at a time, 2 free slots
+    try:
+        stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
+        user = uuid.uuid4()
+        ensure_profile(scale_out.sessions, user)
+        small = {"width": 128, "height": 128, "steps": 20}
+        body = {"jobType": "sdxl_image_fast", "prompt": "a lighthouse", "metadata": small}
+        job_ids = [scale_out.queue(user, body) for _ in range(6)]
+        jobs = scale_out.wait_final(job_ids, timeout=300)
+    finally:
+        del stack.env["OURVIDZ_SDXL_CONCURRENCY"]
+        stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
+    assert {job.status for job in jobs.values()} == {JobStatus.COMPLETED}
+    assert most_at_once([(job.started_at, job.completed_at) for job in jobs.values()]) == 1
+
+
 def test_a_worker_killed_mid_job_loses_nothing(scale_out: ScaleOut) -> None:
     deadline = time.monotonic() + 300
     while any(scale_out.status(name)["running"] for name in scale_out.workers):  # earlier jobs first
