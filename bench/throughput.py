@@ -61,7 +61,7 @@ P99_LIMIT_S = 2.0
 NOOP_BODY = {"jobType": "sdxl_image_fast", "prompt": "a lighthouse at dusk",
              "metadata": {"width": 64, "height": 64, "steps": 2}}  # fmt: skip
 BATCH_BODY = {"jobType": "sdxl_image_fast", "prompt": "a lighthouse at dusk",
-              "metadata": {"width": 256, "height": 256, "steps": 30}}  # fmt: skip
+              "metadata": {"width": 512, "height": 512, "steps": 40}}  # fmt: skip
 REDIS_URL = "redis://127.0.0.1:6379/7"  # a database of its own, flushed before use
 SCALE_OUT_ENV = {
     "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
