@@ -99,11 +99,14 @@ def api(
     """Serve the HTTP gateway (the spec's endpoints); needs PREFECT_API_URL."""
     import uvicorn
 
+    from ourvidz.api.logs import log_config
+
     settings = _settings()
     _require_prefect_api()
     uvicorn.run(
         "ourvidz.api.app:create_app",
         factory=True,
+        log_config=log_config(),  # access lines without the WebSocket's ?access_token=<jwt>
         host=host or settings.api_host,
         port=port or settings.api_port,
         workers=workers,

@@ -68,9 +68,7 @@ class Stack:
     ) -> subprocess.Popen[bytes]:
         """Start `args` with the stack's environment (at CPU niceness `nice`); its output goes to
         `<data dir>/logs/<name>.log`."""
-        log_dir = self.data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.logs[name] = log_dir / f"{name}.log"
+        self.logs[name] = self._log_file(name)
         with self.logs[name].open("ab") as log:
             process = subprocess.Popen(
                 list(args), env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
@@ -82,14 +80,21 @@ class Stack:
 
     def run_once(self, name: str, args: Sequence[str]) -> None:
         """Run a command to completion with the stack's environment; raise with its log tail on failure."""
-        log_dir = self.data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log = log_dir / f"{name}.log"
+        log = self._log_file(name)
         result = subprocess.run(list(args), env=self.env, capture_output=True, text=True, check=False)
         log.write_text(result.stdout + result.stderr)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
             raise StackError(f"{name} failed with code {result.returncode}:\n{tail}")
+
+    def _log_file(self, name: str) -> Path:
+        """`<data dir>/logs/<name>.log`, readable by the owner only: logs hold request paths and errors."""
+        log_dir = self.data_dir / "logs"
+        log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = log_dir / f"{name}.log"
+        log.touch(mode=0o600)
+        log.chmod(0o600)  # one an older version created with the umask's mode
+        return log
 
     def start_prefect_server(self, port: int, timeout: float = 120, nice: int = 0) -> str:
         """A Prefect server on SQLite under the data dir; returns its API URL once it answers."""

@@ -124,7 +124,10 @@ def _field_error(error: dict[str, Any]) -> dict[str, str]:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse bodies over `limit` bytes with 413, by header and by bytes actually read."""
+    """ASGI middleware: refuse bodies over `limit` bytes with 413, by header and by bytes actually read.
+
+    A body without a Content-Length (chunked) is read here, up to the limit, before the route sees
+    it: a refusal raised from inside the route's own body parsing would come back as FastAPI's 400."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -134,29 +137,33 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(scope, receive, send)
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.limit:
+                await self._refuse(scope, receive, send)
+            else:  # the server reads no more than the declared length
+                await self.app(scope, receive, send)
             return
-        seen = 0
-
-        async def counted_receive() -> Any:
-            nonlocal seen
+        body, more = bytearray(), True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+        replayed = False
 
-        try:
-            await self.app(scope, counted_receive, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the disconnect, as the server would
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
         response = error_response(413, "PAYLOAD_TOO_LARGE", f"request body is larger than {self.limit} bytes")
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass

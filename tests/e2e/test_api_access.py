@@ -138,8 +138,9 @@ def test_self_check_reports_every_dependency(orchestra: Orchestra, chat_worker: 
 def test_realtime_websocket_streams_own_jobs_only(orchestra: Orchestra) -> None:
     owner, other = _user(orchestra), _user(orchestra)
     ws_url = orchestra.gateway_url.replace("http://", "ws://")
-    mine_url = f"{ws_url}/realtime?access_token={orchestra.token(owner)}"
-    theirs_url = f"{ws_url}/functions/v1/realtime?access_token={orchestra.token(other)}"
+    tokens = orchestra.token(owner), orchestra.token(other)
+    mine_url = f"{ws_url}/realtime?access_token={tokens[0]}"
+    theirs_url = f"{ws_url}/functions/v1/realtime?access_token={tokens[1]}"
     with connect(mine_url) as mine, connect(theirs_url) as theirs:
         time.sleep(0.5)
         body = {"jobType": "sdxl_image_fast", "prompt": "x", "metadata": {**SMALL, "steps": 4}}
@@ -158,6 +159,13 @@ def test_realtime_websocket_streams_own_jobs_only(orchestra: Orchestra) -> None:
     with pytest.raises(ConnectionClosed) as closed, connect(f"{ws_url}/realtime?access_token=bad") as refused:
         refused.recv(timeout=5)
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "INVALID_TOKEN")
+    log = orchestra.stack.logs["gateway"]  # the tokens never reach the gateway's log, which only we read
+    assert log.stat().st_mode & 0o777 == 0o600
+    text = log.read_text()
+    assert "/realtime?access_token=[redacted]" in text
+    assert (
+        orchestra.token(owner).split(".")[2] not in text and orchestra.token(other).split(".")[2] not in text
+    )
 
 
 def test_realtime_sse_fallback(orchestra: Orchestra) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -148,6 +149,18 @@ def test_malformed_and_oversized_bodies(gateway: Gateway) -> None:
     assert broken.json()["details"] == [{"field": "body", "message": "the body is not valid JSON"}]
     huge = httpx.post(url, content=b'{"prompt": "' + b"x" * 2_000_000 + b'"}', headers=headers)
     assert (huge.status_code, huge.json()["code"]) == (413, "PAYLOAD_TOO_LARGE")
+
+    def chunked(*parts: bytes) -> Iterator[bytes]:  # a generator body: sent without a Content-Length
+        yield from parts
+
+    huge_chunked = httpx.post(
+        url, content=chunked(b'{"prompt": "', *[b"x" * 100_000] * 25, b'"}'), headers=headers
+    )
+    assert (huge_chunked.status_code, huge_chunked.json()["code"]) == (413, "PAYLOAD_TOO_LARGE")
+    broken_chunked = httpx.post(
+        url, content=chunked(b'{"job', b'Type": '), headers=headers
+    )  # reaches the route
+    assert broken_chunked.json()["details"] == [{"field": "body", "message": "the body is not valid JSON"}]
     unknown = httpx.get(f"{gateway.url}/no-such-endpoint", headers=headers)
     assert (unknown.status_code, unknown.json()["code"]) == (404, "NOT_FOUND")
     wrong_method = httpx.get(url, headers=headers)
