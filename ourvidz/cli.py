@@ -101,14 +101,20 @@ def api(
 
     from ourvidz.api.logs import log_config
 
+    # the app's settings (read by create_app, in every worker process) know where it listens: the egress
+    # policy refuses calls to the gateway's own address
+    for name, value in (("OURVIDZ_API_HOST", host), ("OURVIDZ_API_PORT", port)):
+        if value is not None:
+            os.environ[name] = str(value)
+    get_settings.cache_clear()
     settings = _settings()
     _require_prefect_api()
     uvicorn.run(
         "ourvidz.api.app:create_app",
         factory=True,
         log_config=log_config(),  # access lines without the WebSocket's ?access_token=<jwt>
-        host=host or settings.api_host,
-        port=port or settings.api_port,
+        host=settings.api_host,
+        port=settings.api_port,
         workers=workers,
         log_level="info",
         # bounded: a dispatch still in flight when it stops is redone by the next dispatcher (same key)

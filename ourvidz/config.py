@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOOPBACK = ("127.0.0.0/8", "::1")  # where the embedded stack's own workers listen
 OTHER_QUEUE_SLOTS = 16  # runs at once of a worker's queue that has no slots setting
 SECRET_FIELDS = ("jwt_secret", "callback_secret", "webhook_secret", "service_key")
 
@@ -104,11 +105,18 @@ class Settings(BaseSettings):
         "value under the tiny profile): Wan jobs then take a first and a last frame (`end_reference_url`). "
         "Empty: an end frame is refused (REFERENCE_NOT_SUPPORTED). Set it alike on gateways and GPU workers.",
     )
-    reference_trusted_hosts: list[str] = Field(
+    egress_allow: list[str] = Field(
         default_factory=list,
-        description="Hosts whose reference-image URLs are fetched over http or https although they resolve "
-        "to private addresses (an image store inside the operator's network). Any other reference URL must "
-        "be https to public addresses only.",
+        description='JSON list of host names and networks (`["hooks.internal", "10.1.0.0/16"]`) that job '
+        "webhooks and reference-image URLs may reach although they are loopback, private or link-local. "
+        "Empty (the default): such URLs are refused (400 URL_NOT_ALLOWED), only public addresses are called.",
+    )
+    worker_egress_allow: list[str] | None = Field(
+        default=None,
+        description="JSON list of host names and networks that registered worker URLs "
+        "(`register-chat-worker`, `update-worker-url`) may reach beyond `egress_allow`: "
+        "where your chat and GPU workers live, e.g. "
+        '`["10.0.0.0/8"]`. Default: loopback on the embedded stack, nothing in production.',
     )
     device: str = Field(
         "auto",
@@ -249,6 +257,8 @@ class Settings(BaseSettings):
             self.models_dir = self.data_dir / "models"
         if self.vocabularies_dir is None:
             self.vocabularies_dir = self.data_dir / "vocabularies"
+        if self.worker_egress_allow is None:
+            self.worker_egress_allow = list(LOOPBACK) if self.environment == "embedded" else []
         missing = [name for name in SECRET_FIELDS if getattr(self, name) is None]
         if missing and self.environment == "production":
             names = ", ".join(f"OURVIDZ_{name.upper()}" for name in missing)

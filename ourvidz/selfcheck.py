@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ourvidz.catalog import JOB_TYPES
 from ourvidz.db.models import Job
 from ourvidz.db.types import utcnow
+from ourvidz.egress import EgressPolicy
 from ourvidz.job_status import JobStatus
 from ourvidz.orchestration.runs import FlowRuns
 from ourvidz.registry.probes import probe
@@ -38,7 +39,7 @@ class Check:
 
 
 async def self_check(
-    sessions: sessionmaker[Session], storage: Storage, runs: FlowRuns, pool: str
+    sessions: sessionmaker[Session], storage: Storage, runs: FlowRuns, pool: str, worker_egress: EgressPolicy
 ) -> dict[str, Check]:
     return {
         "database": await _timed(asyncio.to_thread(_database, sessions)),
@@ -46,7 +47,7 @@ async def self_check(
         "prefect_api": await _timed(_prefect_api(runs)),
         "deployments": await _timed(_deployments(runs)),
         "work_pool": await _timed(_work_pool(runs, pool)),
-        "chat_worker": await _timed(asyncio.to_thread(_chat_worker, sessions)),
+        "chat_worker": await _timed(asyncio.to_thread(_chat_worker, sessions, worker_egress)),
         "dispatch": await _timed(asyncio.to_thread(_dispatch, sessions)),
     }
 
@@ -112,11 +113,11 @@ def _dispatch(sessions: sessionmaker[Session]) -> str:
     return f"no job waits over {seconds} s for its flow run"
 
 
-def _chat_worker(sessions: sessionmaker[Session]) -> str:
+def _chat_worker(sessions: sessionmaker[Session], egress: EgressPolicy) -> str:
     worker = registration(sessions, CHAT)
     if worker is None:
         raise RuntimeError("no chat worker is registered")
-    health = probe(worker.url)
+    health = probe(worker.url, egress)
     record_probe(sessions, CHAT, "", worker.url, health)
     if not health.healthy:
         raise RuntimeError(f"{worker.url} is unhealthy: {health.error}")

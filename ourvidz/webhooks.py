@@ -9,10 +9,15 @@ maintenance flow makes the later ones when they come due. The schedule is read f
 alone (no state elsewhere): after the n-th failed attempt the next one is due `backoff(n)` later, and
 none is scheduled at or after `DEADLINE` from the first attempt. A webhook id with a succeeded attempt is
 never sent again, except when an admin asks for it (`redeliver`).
+
+A `WebhookSender` signs and sends: it connects only where the egress policy allows (a job's URL was
+checked when it was accepted, and is checked again at each attempt), follows no redirect, and keeps only
+the first `MAX_RESPONSE_BYTES` of an answer.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -27,10 +32,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
+from ourvidz.config import Settings
 from ourvidz.db.models import WebhookDelivery
+from ourvidz.egress import EgressPolicy, EgressRefused, policies
 
 TIMEOUT_SECONDS = 10.0
-MAX_RESPONSE_CHARS = 1000
+MAX_RESPONSE_BYTES = 256  # what an attempt keeps of the receiver's answer: enough to say why it refused
 
 QUICK_RETRY_SECONDS = (0.5, 1.5)  # after a refused first attempt: ~2 s at most
 FIRST_BACKOFF = timedelta(seconds=5)  # then 10, 20, 40, 80, 160 s, ...
@@ -156,6 +163,27 @@ class _Outcome(NamedTuple):
         return self.status is not None and 200 <= self.status < 300
 
 
+@dataclass(frozen=True)
+class WebhookSender:
+    """Signs with the process's webhook secret and sends where `egress` allows."""
+
+    secret: str
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+
+    @classmethod
+    def of(cls, settings: Settings, egress: EgressPolicy | None = None) -> WebhookSender | None:
+        """This process's sender (None without a webhook secret); `egress`: its user-URL policy, when
+        the caller has it already."""
+        if settings.webhook_secret is None:
+            return None
+        return cls(settings.webhook_secret.get_secret_value(), egress or policies(settings)[0])
+
+    @functools.cached_property
+    def client(self) -> httpx.Client:
+        """One pooled client per sender: no SSL context built on every attempt."""
+        return self.egress.client(timeout=TIMEOUT_SECONDS)
+
+
 def webhook_id_for(job_id: uuid.UUID, event_type: str) -> str:
     """Stable per job and event, so every retry carries the same id."""
     return f"msg_{uuid.uuid5(job_id, event_type).hex}"
@@ -176,8 +204,8 @@ def signed_request(secret: str, webhook_id: str, payload: dict[str, Any]) -> tup
 
 def deliver(
     sessions: sessionmaker[Session],
+    sender: WebhookSender,
     *,
-    secret: str,
     url: str,
     job_id: uuid.UUID,
     event_type: str,
@@ -185,7 +213,7 @@ def deliver(
 ) -> int:
     """POST one attempt and record it; returns the status code, raises `WebhookFailed` unless 2xx."""
     target = _Target(webhook_id_for(job_id, event_type), job_id, url, event_type, payload)
-    outcome = _post(secret, target)
+    outcome = _post(sender, target)
     with sessions() as session:
         _record(session, target, outcome)
     if not outcome.succeeded:
@@ -198,8 +226,8 @@ def deliver(
 
 def first_attempt(
     sessions: sessionmaker[Session],
+    sender: WebhookSender,
     *,
-    secret: str,
     url: str,
     job_id: uuid.UUID,
     event_type: str,
@@ -211,9 +239,7 @@ def first_attempt(
     pauses = iter(QUICK_RETRY_SECONDS)
     while True:
         try:
-            return deliver(
-                sessions, secret=secret, url=url, job_id=job_id, event_type=event_type, payload=payload
-            )
+            return deliver(sessions, sender, url=url, job_id=job_id, event_type=event_type, payload=payload)
         except WebhookFailed as exc:
             pause = next(pauses, None)
             if exc.timed_out or pause is None:
@@ -247,7 +273,7 @@ def _unfinished(sessions: sessionmaker[Session], now: datetime) -> list[Delivery
 
 def deliver_due(
     sessions: sessionmaker[Session],
-    secret: str,
+    sender: WebhookSender,
     now: datetime | None = None,
     budget_seconds: float = RUN_BUDGET_SECONDS,
 ) -> DueReport:
@@ -258,7 +284,7 @@ def deliver_due(
         if time.monotonic() - started > budget_seconds:
             report.left_for_next_run = len(due) - index
             break
-        attempt = _attempt_if_due(sessions, secret, delivery.webhook_id, now)
+        attempt = _attempt_if_due(sessions, sender, delivery.webhook_id, now)
         if attempt is None:
             report.skipped += 1
             continue
@@ -271,7 +297,7 @@ def deliver_due(
     return report
 
 
-def redeliver(sessions: sessionmaker[Session], secret: str, webhook_id: str) -> Attempt | None:
+def redeliver(sessions: sessionmaker[Session], sender: WebhookSender, webhook_id: str) -> Attempt | None:
     """An admin's explicit new attempt now (also after a success or past the deadline); None if unknown.
 
     It carries the stored url, event and payload under the same webhook id, with a fresh timestamp and
@@ -282,7 +308,7 @@ def redeliver(sessions: sessionmaker[Session], secret: str, webhook_id: str) -> 
         if not rows:
             return None
         target = _target_of(rows[-1])
-        return _record(session, target, _post(secret, target))
+        return _record(session, target, _post(sender, target))
 
 
 def count_pending(sessions: sessionmaker[Session], now: datetime | None = None) -> int:
@@ -325,13 +351,26 @@ def list_deliveries(
         return _histories(session, found)
 
 
-def _post(secret: str, target: _Target) -> _Outcome:
-    body, headers = signed_request(secret, target.webhook_id, target.payload)
+def _post(sender: WebhookSender, target: _Target) -> _Outcome:
+    """One attempt; a refusal of the egress policy is recorded like a failed connection (`EgressRefused`)."""
+    body, headers = signed_request(sender.secret, target.webhook_id, target.payload)
     try:
-        answer = httpx.post(target.url, content=body, headers=headers, timeout=TIMEOUT_SECONDS)
+        with sender.client.stream("POST", target.url, content=body, headers=headers) as answer:
+            return _Outcome(answer.status_code, _excerpt(answer), None, False)
+    except EgressRefused as exc:
+        return _Outcome(None, None, str(exc), False)
     except httpx.HTTPError as exc:
         return _Outcome(None, None, f"{type(exc).__name__}: {exc}", isinstance(exc, httpx.TimeoutException))
-    return _Outcome(answer.status_code, answer.text[:MAX_RESPONSE_CHARS], None, False)
+
+
+def _excerpt(answer: httpx.Response) -> str:
+    """The start of the answer's body, read no further than `MAX_RESPONSE_BYTES`."""
+    data = b""
+    for chunk in answer.iter_bytes():
+        data += chunk
+        if len(data) >= MAX_RESPONSE_BYTES:
+            break
+    return data[:MAX_RESPONSE_BYTES].decode("utf-8", "replace").replace("\x00", "")  # no NUL in a text column
 
 
 def _record(session: Session, target: _Target, outcome: _Outcome) -> Attempt:
@@ -356,7 +395,7 @@ def _record(session: Session, target: _Target, outcome: _Outcome) -> Attempt:
 
 
 def _attempt_if_due(
-    sessions: sessionmaker[Session], secret: str, webhook_id: str, now: datetime | None
+    sessions: sessionmaker[Session], sender: WebhookSender, webhook_id: str, now: datetime | None
 ) -> Attempt | None:
     """Send one due delivery while holding its rows; None if another run holds them or it is not due.
 
@@ -368,7 +407,7 @@ def _attempt_if_due(
         if not rows or not _summary_of(rows).is_due(now or datetime.now(UTC)):
             return None
         target = _target_of(rows[-1])
-        return _record(session, target, _post(secret, target))
+        return _record(session, target, _post(sender, target))
 
 
 def _lock(session: Session, webhook_id: str, *, skip_locked: bool) -> list[WebhookDelivery]:

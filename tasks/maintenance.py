@@ -10,11 +10,12 @@ from prefect.cache_policies import NO_CACHE
 
 from ourvidz.config import get_settings
 from ourvidz.db.session import sessions_for
+from ourvidz.egress import policies
 from ourvidz.jobs.recovery import recover_lost_jobs
 from ourvidz.orchestration.runs import FlowRuns
 from ourvidz.registry.health import observe_workers
 from ourvidz.reports import usage_report
-from ourvidz.webhooks import DueReport, deliver_due
+from ourvidz.webhooks import DueReport, WebhookSender, deliver_due
 from tasks.retry import DB_RETRIES
 
 
@@ -32,7 +33,9 @@ async def recover() -> list[dict[str, Any]]:
 async def check_workers() -> list[dict[str, Any]]:
     settings = get_settings()
     async with FlowRuns() as runs:
-        observations = await observe_workers(sessions_for(settings.database_url), runs, settings.work_pool)
+        observations = await observe_workers(
+            sessions_for(settings.database_url), runs, settings.work_pool, policies(settings)[1]
+        )
     return [observation.as_event() for observation in observations]
 
 
@@ -45,5 +48,6 @@ def report_usage(hours: int) -> dict[str, Any]:
 def deliver_due_webhooks() -> DueReport:
     """Redeliver every due webhook (a retry re-checks what is due)."""
     settings = get_settings()
-    assert settings.webhook_secret is not None
-    return deliver_due(sessions_for(settings.database_url), settings.webhook_secret.get_secret_value())
+    sender = WebhookSender.of(settings)
+    assert sender is not None
+    return deliver_due(sessions_for(settings.database_url), sender)

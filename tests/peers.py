@@ -14,6 +14,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ourvidz.egress import EgressPolicy
+
+# The HTTP peers listen on a loopback address of their own, which the egress policy refuses unless
+# allowlisted: tests that call one through the policy allowlist it explicitly (PEERS_ALLOWED, or
+# `PEER_HOST` in a stack's settings), while 127.0.0.1, where the stack's own services listen, stays refused.
+PEER_HOST = "127.0.0.2"
+PEERS_ALLOWED = EgressPolicy.of([PEER_HOST])
+
 
 class _Quiet(BaseHTTPRequestHandler):
     """A request handler that keeps the test output clean, with one way to answer."""
@@ -33,9 +41,9 @@ class _Quiet(BaseHTTPRequestHandler):
 
 def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
     """`handler` served on a free loopback port by a daemon thread; the server and its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer((PEER_HOST, 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    return server, f"http://{PEER_HOST}:{server.server_address[1]}"
 
 
 class SwitchableProxy:
@@ -184,12 +192,15 @@ class Received:
 class Receiver:
     """A webhook receiver on loopback. It refuses (`refusal`, 503 by default) its first `failures`
     requests and every request during an outage of `outage_seconds` (until `recover()`); it answers
-    after `delay_seconds`. Every request is kept with the status it got."""
+    after `delay_seconds`, with `answer` as the body and `answer_headers`. Every request is kept with
+    the status it got."""
 
     def __init__(
-        self, failures: int = 0, outage_seconds: float = 0.0, delay_seconds: float = 0.0, refusal: int = 503
-    ) -> None:
+        self, failures: int = 0, outage_seconds: float = 0.0, delay_seconds: float = 0.0, refusal: int = 503,
+        answer: bytes = b"", answer_headers: dict[str, str] | None = None, status: int = 200,
+    ) -> None:  # fmt: skip
         self.failures, self.refusal, self.delay = failures, refusal, delay_seconds
+        self.answer, self.answer_headers, self.status = answer, answer_headers or {}, status
         self.down_until = time.monotonic() + outage_seconds
         self.requests: list[Received] = []
         self.lock = threading.Lock()
@@ -200,11 +211,10 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 time.sleep(receiver.delay)
                 with receiver.lock:
-                    status = receiver.refusal if receiver.refusing() else 200
+                    status = receiver.refusal if receiver.refusing() else receiver.status
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     receiver.requests.append(Received(headers, body, status))
-                self.send_response(status)
-                self.end_headers()
+                self.reply(status, receiver.answer, "text/plain", **receiver.answer_headers)
 
         self.server, base = _serve(Handler)
         self.url = f"{base}/hooks/ourvidz"
@@ -218,7 +228,7 @@ class Receiver:
 
     def accepted(self) -> Counter[str]:
         """How often each webhook id was accepted (answered 2xx)."""
-        return Counter(r.headers["webhook-id"] for r in self.requests if r.status == 200)
+        return Counter(r.headers["webhook-id"] for r in self.requests if 200 <= r.status < 300)
 
     def close(self) -> None:
         self.server.shutdown()

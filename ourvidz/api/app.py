@@ -19,11 +19,14 @@ from ourvidz.api.replay import ReplayGuard
 from ourvidz.api.routes import callbacks, chat, enhancement, jobs, metrics, webhooks, workers
 from ourvidz.config import Settings, get_settings
 from ourvidz.db.session import sessions_for
+from ourvidz.egress import policies
 from ourvidz.jobs.dispatch import run_dispatcher
 from ourvidz.jobs.lifecycle import Announcer
+from ourvidz.jobs.references import ReferenceRules
 from ourvidz.orchestration.pool import PoolWatch
 from ourvidz.orchestration.runs import FlowRuns
 from ourvidz.storage import Storage
+from ourvidz.webhooks import WebhookSender
 
 SPEC_PREFIX = "/functions/v1"
 
@@ -32,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     sessions = sessions_for(settings.database_url)
     runs = FlowRuns()
-    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    user_urls, worker_urls = policies(settings)  # resolved once: the own services' names
     gw = Gateway(
         settings=settings,
         sessions=sessions,
@@ -41,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         replays=ReplayGuard(settings.callback_tolerance_seconds, settings.redis_url),
         runs=runs,
         pool=PoolWatch(runs, settings.work_pool),
-        announcer=Announcer(sessions, secret, background=True),
+        announcer=Announcer(sessions, WebhookSender.of(settings, user_urls), background=True),
+        rules=ReferenceRules.of(settings, user_urls),
+        worker_egress=worker_urls,
     )
 
     @asynccontextmanager

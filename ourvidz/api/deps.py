@@ -25,8 +25,10 @@ from ourvidz.api.replay import ReplayGuard
 from ourvidz.auth import InvalidToken, Principal, Role, decode_token
 from ourvidz.config import Settings
 from ourvidz.db.models import Job, UserRole
+from ourvidz.egress import EgressPolicy
 from ourvidz.jobs.content import content_policy
 from ourvidz.jobs.lifecycle import Announcer
+from ourvidz.jobs.references import ReferenceRules
 from ourvidz.orchestration.pool import PoolWatch
 from ourvidz.orchestration.runs import FlowRuns
 from ourvidz.policy import ContentPolicy
@@ -47,6 +49,8 @@ class Gateway:
     runs: FlowRuns
     pool: PoolWatch
     announcer: Announcer  # webhooks' first attempts in the background: answers never wait for them
+    rules: ReferenceRules  # what a job may name outside itself: reference models, URLs users choose
+    worker_egress: EgressPolicy  # where registered worker URLs may point
     events: EventHub | None = None
 
     def policy(self) -> ContentPolicy:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ourvidz.api.schemas.common import InvalidText
 from ourvidz.jobs.errors import Conflict, Forbidden, InvalidJob, JobError, NotFound, OrchestratorUnavailable
 from ourvidz.policy import ContentProhibited, ContentTierNotAllowed, PolicyError
 
@@ -86,6 +87,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ValidationError)  # a body a route parses itself (a signed callback)
     async def _invalid(_request: Request, exc: RequestValidationError | ValidationError) -> JSONResponse:
         details = [_field_error(dict(error)) for error in exc.errors()]
+        return error_response(400, "INVALID_PARAMETERS", "the request is not valid", details)
+
+    @app.exception_handler(InvalidText)
+    async def _invalid_text(_request: Request, exc: InvalidText) -> JSONResponse:
+        details = [{"field": exc.field, "message": exc.message}]
         return error_response(400, "INVALID_PARAMETERS", "the request is not valid", details)
 
     @app.exception_handler(StarletteHTTPException)

@@ -75,8 +75,16 @@ class EventHub:
         return queue
 
     def disconnect(self, principal: Principal, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        self._users.get(principal.user_id, set()).discard(queue)
+        queues = self._users.get(principal.user_id, set())
+        queues.discard(queue)
+        if not queues:
+            self._users.pop(principal.user_id, None)
         self._admins.discard(queue)
+
+    @property
+    def subscribers(self) -> int:
+        """Connected clients now (each socket or event stream counts once)."""
+        return sum(len(queues) for queues in self._users.values())
 
     def route(self, event: Event) -> None:
         if event.event.startswith(JOB_EVENT_PREFIX):

@@ -8,9 +8,11 @@ jobs only; admins also get WorkerHealthUpdate messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
@@ -47,13 +49,29 @@ async def realtime_socket(socket: WebSocket) -> None:
         return
     await socket.accept()
     queue = hub.connect(principal)
+    # two tasks: one forwards updates, one reads until the client closes; a client that goes away while
+    # no update comes is noticed by the reader, so its handler and subscription end with it
+    tasks = [asyncio.create_task(_forward(socket, queue)), asyncio.create_task(_until_closed(socket))]
     try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        hub.disconnect(principal, queue)
+
+
+async def _forward(socket: WebSocket, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # RuntimeError: sent after the close
         while True:
             await socket.send_json(await queue.get())
-    except WebSocketDisconnect:
-        pass
-    finally:
-        hub.disconnect(principal, queue)
+
+
+async def _until_closed(socket: WebSocket) -> None:
+    """Read (and drop) what the client sends until it closes the socket."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while (await socket.receive())["type"] != "websocket.disconnect":
+            pass
 
 
 @router.get("/realtime/sse", response_class=StreamingResponse)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ourvidz.db.models import Job
 from ourvidz.job_status import IllegalTransition, JobStatus
 from ourvidz.jobs.conclude import conclude
-from ourvidz.jobs.errors import WORKER_FAILED, Conflict, Failure, NotFound
+from ourvidz.jobs.errors import WORKER_FAILED, Conflict, Failure, InvalidJob, NotFound
 from ourvidz.jobs.lifecycle import Announcer, move
 from ourvidz.jobs.outputs import Output
 from ourvidz.jobs.view import read_job
@@ -51,6 +51,7 @@ def apply_report(sessions: sessionmaker[Session], report: WorkerReport, announce
     if target is JobStatus.PROCESSING:
         _processing(sessions, report, announcer)
     else:
+        _check_outputs(current, report.outputs)
         _keep_details(sessions, report)
         failure = None
         if target is JobStatus.FAILED:
@@ -63,6 +64,22 @@ def apply_report(sessions: sessionmaker[Session], report: WorkerReport, announce
             job = read_job(sessions, report.job_id)
             raise Conflict(str(IllegalTransition(job.status, target)), code="ILLEGAL_TRANSITION")
     return Applied(read_job(sessions, report.job_id), f"job {target}")
+
+
+def _check_outputs(job: Job, outputs: list[Output]) -> None:
+    """A report may not hold more files than the job makes (its `num_images`, one video): each would
+    be a row and a charge."""
+    asked = (job.meta or {}).get("num_images")
+    images = asked if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0 else 1
+    counts = {"image": 0, "video": 0}
+    for output in outputs:
+        counts[output.kind] += 1
+    for kind, most in (("image", images), ("video", 1)):
+        if counts[kind] > most:
+            raise InvalidJob(
+                f"the job makes at most {most} {kind}(s); the report has {counts[kind]}",
+                details={"field": "imageUrls" if kind == "image" else "assets"},
+            )
 
 
 def _processing(sessions: sessionmaker[Session], report: WorkerReport, announcer: Announcer) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.auth import Role
 from ourvidz.db.models import Image, Job, Profile, Project, UserRole, Video
+from ourvidz.egress import UrlNotAllowed
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.content import check_content
 from ourvidz.jobs.errors import InvalidJob, NotFound
@@ -178,6 +179,12 @@ def _checked(request: JobRequest, max_metadata_bytes: int, rules: ReferenceRules
             raise InvalidJob(
                 "webhook_url must be an http(s) URL of at most 2048 characters",
                 details={"field": "webhook_url"},
+            ) from None
+        try:
+            rules.egress.check(request.webhook_url)
+        except UrlNotAllowed as exc:
+            raise InvalidJob(
+                f"webhook_url is not allowed: {exc}", code="URL_NOT_ALLOWED", details={"field": "webhook_url"}
             ) from None
     return check_job(request.job_type, request.prompt, request.metadata, rules=rules)
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ourvidz.catalog import JobType, get_job_type
 from ourvidz.config import Settings, get_settings
 from ourvidz.db.models import Job
+from ourvidz.egress import EgressPolicy, policies
 from ourvidz.jobs.content import check_content, content_policy
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.policy import ContentPolicy, ContentProhibited, ContentTier, tier_permitted
@@ -47,10 +48,14 @@ class Enhancers:
     model: str | None = None  # the request's choice among the chat worker's models, if it has several
 
 
-def enhancers_for(sessions: sessionmaker[Session], settings: Settings) -> Enhancers:
-    """What this process can use now: the registered chat worker and the configured local model."""
+def enhancers_for(
+    sessions: sessionmaker[Session], settings: Settings, worker_egress: EgressPolicy | None = None
+) -> Enhancers:
+    """What this process can use now: the registered chat worker (called through `worker_egress`, the
+    process's worker URL policy) and the configured local model."""
+    egress = worker_egress or policies(settings)[1]
     return Enhancers(
-        chat=registered_chat_worker(sessions), local_model=settings.enhancer_model_path,
+        chat=registered_chat_worker(sessions, egress), local_model=settings.enhancer_model_path,
         device=settings.enhancer_model_device, timeout=settings.enhancer_timeout_seconds,
     )  # fmt: skip
 

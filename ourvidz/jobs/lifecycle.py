@@ -25,7 +25,7 @@ from ourvidz.db.types import utcnow
 from ourvidz.job_status import JobStatus, check_transition
 from ourvidz.jobs.errors import MAX_MESSAGE_CHARS, Failure
 from ourvidz.orchestration.events import emit_job_event
-from ourvidz.webhooks import first_attempt
+from ourvidz.webhooks import WebhookSender, first_attempt
 
 logger = logging.getLogger(__name__)
 BACKGROUND_WEBHOOK_THREADS = 4
@@ -105,10 +105,10 @@ class Announcer:
     `background`, on a few threads of this process (so a slow receiver never holds up an answer)."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], webhook_secret: str | None, *, background: bool = False
+        self, sessions: sessionmaker[Session], sender: WebhookSender | None, *, background: bool = False
     ) -> None:
         self.sessions = sessions
-        self.webhook_secret = webhook_secret
+        self.sender = sender
         self._pool = ThreadPoolExecutor(BACKGROUND_WEBHOOK_THREADS, "ourvidz-webhook") if background else None
 
     def __call__(self, *moves: Move) -> None:
@@ -121,12 +121,12 @@ class Announcer:
                     self._webhook(done)
 
     def _webhook(self, done: Move) -> None:
-        if self.webhook_secret is None:
+        if self.sender is None:
             logger.error("job %s has a webhook but no webhook secret is configured", done.job_id)
             return
         try:
             first_attempt(
-                self.sessions, secret=self.webhook_secret, url=str(done.webhook_url), job_id=done.job_id,
+                self.sessions, self.sender, url=str(done.webhook_url), job_id=done.job_id,
                 event_type=f"job.{done.status}", payload=done.payload(),
             )  # fmt: skip
         except Exception as exc:  # recorded where it could be; the deliver-webhooks flow tries again
@@ -139,6 +139,5 @@ class Announcer:
 
 
 def default_announcer(sessions: sessionmaker[Session], settings: Settings | None = None) -> Announcer:
-    """An inline announcer for the job database of `sessions`, signing with this process's secret."""
-    secret = (settings or get_settings()).webhook_secret
-    return Announcer(sessions, secret.get_secret_value() if secret else None)
+    """An inline announcer for the job database of `sessions`, sending webhooks as this process does."""
+    return Announcer(sessions, WebhookSender.of(settings or get_settings()))

@@ -3,10 +3,10 @@
 A reference (`reference_image_url`) is a file in our storage owned by the caller, written
 `<bucket>/<key>` (the seed's `user-library/<user id>/...` and `workspace-temp/<user id>/...`, or the
 gateway's own `/files/<bucket>/<key>` download path), whose key starts with the caller's id (another
-user's is 403 CROSS_USER_REFERENCE, as the seed answers); or an https URL whose host resolves to
-public addresses only (never loopback, private, link-local or reserved ones; an operator may trust
-hosts of its own network, `reference_trusted_hosts`), fetched by the GPU worker with size, type and
-time limits and no redirects.
+user's is 403 CROSS_USER_REFERENCE, as the seed answers); or an http(s) URL the egress policy allows
+(`ourvidz.egress`: public addresses, or what the operator allowlists; else 400
+REFERENCE_URL_NOT_ALLOWED), fetched by the GPU worker through that policy with size, type and time
+limits and no redirects.
 
 Modes, as the seed's queue-job decides them: an **exact copy** (`exact_copy_mode`, no prompt, no
 `originalEnhancedPrompt`) denoises at most 0.05 with CFG 1.0, 15 steps and no negative prompt; a
@@ -20,13 +20,10 @@ refused with REFERENCE_NOT_SUPPORTED otherwise.
 from __future__ import annotations
 
 import io
-import ipaddress
-import socket
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -34,6 +31,7 @@ from PIL import Image
 
 from ourvidz.catalog import JobType
 from ourvidz.config import Settings
+from ourvidz.egress import EgressPolicy, EgressRefused, UrlNotAllowed, policies
 from ourvidz.generation.request import GenerationRequest
 from ourvidz.jobs.errors import Forbidden, InvalidJob
 from ourvidz.storage import InvalidStorageKey, Storage, validate_bucket, validate_key
@@ -59,19 +57,19 @@ class Reference:
 
 @dataclass(frozen=True, slots=True)
 class ReferenceRules:
-    """What this process allows of references: the Wan image-to-video models it runs, first frame
-    (`wan_i2v_model`) and first and last frames (`wan_flf2v_model`), and the hosts an operator trusts
-    (`reference_trusted_hosts`: fetched over http or https although they resolve to private addresses,
-    such as an image store inside the operator's network)."""
+    """What this process allows of what a job names outside itself: the Wan image-to-video models it
+    runs, first frame (`wan_i2v_model`) and first and last frames (`wan_flf2v_model`), and where URLs
+    chosen by users (reference images, the job's webhook) may point (`egress`)."""
 
     first_frame: bool = False
     first_and_last: bool = False
-    trusted_hosts: frozenset[str] = frozenset()
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
     @classmethod
-    def of(cls, settings: Settings) -> ReferenceRules:
-        hosts = frozenset(host.lower() for host in settings.reference_trusted_hosts)
-        return cls(bool(settings.wan_i2v_model), bool(settings.wan_flf2v_model), hosts)
+    def of(cls, settings: Settings, egress: EgressPolicy | None = None) -> ReferenceRules:
+        """The rules of `settings` (`egress`: its user-URL policy, when the caller has it already)."""
+        egress = egress or policies(settings)[0]
+        return cls(bool(settings.wan_i2v_model), bool(settings.wan_flf2v_model), egress)
 
 
 NO_RULES = ReferenceRules()
@@ -194,7 +192,7 @@ def _given(metadata: dict[str, Any], key: str, default: Any) -> Any:
 
 
 def check_access(img2img: Img2Img, user_id: uuid.UUID, rules: ReferenceRules = NO_RULES) -> None:
-    """Stored references must be the caller's; URLs must be https to public addresses (or a trusted host)."""
+    """Stored references must be the caller's; URLs must be ones the egress policy allows."""
     for reference in (img2img.reference, img2img.last):
         if reference is not None:
             _check_access(reference, user_id, rules)
@@ -210,29 +208,13 @@ def _check_access(reference: Reference, user_id: uuid.UUID, rules: ReferenceRule
 
 
 def check_url(url: str, rules: ReferenceRules = NO_RULES) -> None:
-    """Refuse a URL that is not https, or whose host is, or resolves to, anything but public addresses,
-    unless the host is one the operator trusts."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise InvalidJob("the reference URL has no host", code="REFERENCE_URL_NOT_ALLOWED", details=_FIELD)
-    if host in rules.trusted_hosts:
-        return
-    if parts.scheme.lower() != "https":
-        raise InvalidJob("a reference URL must be https", code="REFERENCE_URL_NOT_ALLOWED", details=_FIELD)
+    """Refuse a reference URL the egress policy does not allow (400 REFERENCE_URL_NOT_ALLOWED)."""
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    except (OSError, UnicodeError):
+        rules.egress.check(url)
+    except UrlNotAllowed as exc:
         raise InvalidJob(
-            f"the reference URL's host {host!r} cannot be resolved", code="REFERENCE_URL_NOT_ALLOWED",
-            details=_FIELD,
-        ) from None  # fmt: skip
-    private = sorted(a for a in addresses if not ipaddress.ip_address(a.split("%", 1)[0]).is_global)
-    if private or not addresses:
-        raise InvalidJob(
-            "the reference URL points at a private, loopback or reserved address",
-            code="REFERENCE_URL_NOT_ALLOWED", details={**_FIELD, "addresses": private},
-        )  # fmt: skip
+            f"reference_image_url is not allowed: {exc}", code="REFERENCE_URL_NOT_ALLOWED", details=_FIELD
+        ) from None
 
 
 def load_reference(storage: Storage, reference: Reference, rules: ReferenceRules = NO_RULES) -> bytes:
@@ -250,9 +232,13 @@ def load_reference(storage: Storage, reference: Reference, rules: ReferenceRules
 
 
 def _fetch(url: str, rules: ReferenceRules) -> bytes:
-    check_url(url, rules)  # again: the name may resolve elsewhere now than when the job was accepted
+    """GET through the egress policy, which resolves the host again and connects to the address it
+    checked (the name may resolve elsewhere now than when the job was accepted)."""
     try:
-        with httpx.stream("GET", url, timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=False) as answer:
+        with (
+            rules.egress.client(timeout=FETCH_TIMEOUT_SECONDS) as client,
+            client.stream("GET", url) as answer,
+        ):
             if answer.status_code != 200:
                 raise InvalidJob(
                     f"the reference URL answered {answer.status_code}", code="REFERENCE_NOT_FOUND"
@@ -272,6 +258,8 @@ def _fetch(url: str, rules: ReferenceRules) -> bytes:
                         f"the reference image is over {MAX_REFERENCE_BYTES} bytes", code="REFERENCE_TOO_LARGE"
                     )
             return bytes(data)
+    except EgressRefused as exc:
+        raise InvalidJob(str(exc), code="REFERENCE_URL_NOT_ALLOWED", details=_FIELD) from None
     except httpx.HTTPError as exc:
         raise InvalidJob(f"the reference URL cannot be fetched: {exc}", code="REFERENCE_NOT_FOUND") from None
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 from httpx_sse import EventSource
 
 from ourvidz.catalog import JobType
+from ourvidz.egress import EgressPolicy
 from ourvidz.prompts.budget import count_tokens, fit_prompt
 from ourvidz.prompts.rules import Enhancement
 
@@ -35,16 +36,19 @@ class EnhancerFailed(RuntimeError):
 
 
 @functools.cache
-def _client() -> httpx.Client:
-    """One pooled client per process: keep-alive connections to the worker, and no client set-up
-    (an SSL context, ~10 ms of CPU) on every request."""
-    return httpx.Client(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+def _client(egress: EgressPolicy) -> httpx.Client:
+    """One pooled client per process and policy: keep-alive connections to the worker, and no client
+    set-up (an SSL context, ~10 ms of CPU) on every request."""
+    return egress.client(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
 
 
 @dataclass(frozen=True, slots=True)
 class ChatWorker:
+    """A registered chat worker, called only where `egress` (the worker URL policy) allows."""
+
     url: str
     protocol: Protocol = "openai"
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
 
 def chat_completion(
@@ -61,7 +65,9 @@ def chat_completion(
     else:
         path, field = f"/{purpose}", "enhanced_prompt" if purpose == "enhance" else "response"
     try:
-        answer = _client().post(f"{base}{path}", json={"messages": messages, **options}, timeout=timeout)
+        answer = _client(worker.egress).post(
+            f"{base}{path}", json={"messages": messages, **options}, timeout=timeout
+        )
         answer.raise_for_status()
         body = answer.json()
         content = body["choices"][0]["message"]["content"] if field is None else body[field]
@@ -181,7 +187,7 @@ def stream_chat_completion(
     """
     if worker.protocol != "openai":
         return ChatStream(iter([chat_completion(worker, messages, timeout, "chat", **options)]))
-    client = httpx.Client(timeout=timeout)
+    client = worker.egress.client(timeout=timeout)
     try:
         request = client.build_request(
             "POST", f"{worker.url.rstrip('/')}/v1/chat/completions",

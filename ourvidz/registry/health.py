@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import WorkerHealth
+from ourvidz.egress import EgressPolicy
 from ourvidz.orchestration.events import emit_worker_health
 from ourvidz.orchestration.runs import FlowRuns
 from ourvidz.registry.probes import probe
@@ -43,11 +44,13 @@ class Observation:
         }  # fmt: skip
 
 
-async def observe_workers(sessions: sessionmaker[Session], runs: FlowRuns, pool: str) -> list[Observation]:
+async def observe_workers(
+    sessions: sessionmaker[Session], runs: FlowRuns, pool: str, egress: EgressPolicy
+) -> list[Observation]:
     """Every worker now: the GPU pool's workers and late runs from Prefect, then a probe of each
     registered worker; each observation is kept as a row and sent as a WorkerHealthUpdate event."""
     observations = await pool_observations(runs, pool)
-    observations += await asyncio.to_thread(probe_registered, sessions)
+    observations += await asyncio.to_thread(probe_registered, sessions, egress)
     await asyncio.to_thread(record_observations, sessions, observations)
     for observation in observations:
         name = observation.worker_name or observation.worker_type
@@ -73,12 +76,13 @@ async def pool_observations(runs: FlowRuns, pool: str) -> list[Observation]:
     return observations
 
 
-def probe_registered(sessions: sessionmaker[Session]) -> list[Observation]:
-    """Probe every registered worker, keep each result with its registration and return one observation
+def probe_registered(sessions: sessionmaker[Session], egress: EgressPolicy) -> list[Observation]:
+    """Probe every registered worker (through `egress`, the worker URL policy, unless it is a Prefect
+    worker's own status endpoint), keep each result with its registration and return one observation
     each. A Prefect worker's status endpoint is observed as its pool (`worker_type`) and name."""
     observations = []
     for worker in registrations(sessions):
-        result = probe(worker.url)
+        result = probe(worker.url, None if worker.kind == STATUS_ENDPOINT else egress)
         failing_for = record_probe(sessions, worker.kind, worker.name, worker.url, result)
         status, error, active = "healthy" if result.healthy else "unhealthy", result.error, None
         kind, name = worker.kind, worker.name or None

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import Worker
 from ourvidz.db.types import utcnow
+from ourvidz.egress import EgressPolicy
 from ourvidz.prompts.chat import PROTOCOLS, ChatWorker, Protocol
 from ourvidz.registry.probes import Probe
 
@@ -142,14 +143,15 @@ def registrations(sessions: sessionmaker[Session]) -> list[Registration]:
         ]
 
 
-def registered_chat_worker(sessions: sessionmaker[Session]) -> ChatWorker | None:
-    """The registered chat worker, unless a probe found it unhealthy within UNHEALTHY_SKIP_SECONDS
-    (then callers go straight to their fallback instead of waiting on it; after that it is tried
-    again). Not probed here: callers fall back when it fails."""
+def registered_chat_worker(sessions: sessionmaker[Session], egress: EgressPolicy) -> ChatWorker | None:
+    """The registered chat worker, called through `egress` (the worker URL policy), unless a probe
+    found it unhealthy within UNHEALTHY_SKIP_SECONDS (then callers go straight to their fallback
+    instead of waiting on it; after that it is tried again). Not probed here: callers fall back when
+    it fails."""
     worker = registration(sessions, CHAT)
     if worker is None or _recently_unhealthy(worker):
         return None
-    return ChatWorker(worker.url, worker.protocol)
+    return ChatWorker(worker.url, worker.protocol, egress)
 
 
 def _recently_unhealthy(worker: Registration) -> bool:

@@ -38,6 +38,7 @@ from ourvidz.policy import ContentTier
 from ourvidz.registry.workers import CHAT, forget
 from ourvidz.stack import Stack, free_port, wait_for_http
 from tests.conftest import private_schema
+from tests.peers import PEER_HOST
 from tests.signing import callback_headers
 
 OURVIDZ = [sys.executable, "-m", "ourvidz"]
@@ -141,12 +142,14 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory, orchestra_database: str)
     env["OURVIDZ_PROMPT_CACHE_CHECK_SECONDS"] = "0.5"  # a cache refresh reaches the processes quickly
     env["OURVIDZ_WAN_I2V_MODEL"] = "tiny"  # Wan jobs may take a first frame (the tiny image-to-video model)
     env["OURVIDZ_WAN_FLF2V_MODEL"] = "tiny"  # and a last one
+    env["OURVIDZ_EGRESS_ALLOW"] = json.dumps([PEER_HOST])  # webhooks and references may reach test peers
     stack = Stack(data_dir, env=env)
     try:
         api_url = stack.start_prefect_server(free_port())
         settings = Settings(
-            data_dir=data_dir, database_url=orchestra_database, wan_i2v_model="tiny", wan_flf2v_model="tiny"
-        )
+            data_dir=data_dir, database_url=orchestra_database, wan_i2v_model="tiny", wan_flf2v_model="tiny",
+            egress_allow=[PEER_HOST],
+        )  # fmt: skip
         migrate.upgrade(settings.database_url)
         stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
         health_port = free_port()

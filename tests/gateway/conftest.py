@@ -38,6 +38,7 @@ from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import ensure_profile
 from ourvidz.registry.workers import CHAT, forget
 from ourvidz.stack import Stack, free_port
+from tests.peers import PEER_HOST
 from tests.signing import callback_headers
 from tests.waiting import flow_run_of
 
@@ -94,14 +95,19 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data_dir: Path = tmp_path_factory.mktemp("gateway")
     database = f"sqlite:///{data_dir / 'jobs.db'}"
     migrate.upgrade(database)
-    settings = Settings(data_dir=data_dir, database_url=database, prompt_cache_check_seconds=0.5)
+    # webhooks may reach the test peers (PEER_HOST), nothing else on loopback; the gateway knows its port
+    port = free_port()
+    settings = Settings(
+        data_dir=data_dir, database_url=database, prompt_cache_check_seconds=0.5, egress_allow=[PEER_HOST],
+        api_port=port,
+    )  # fmt: skip
     stack = Stack(data_dir)
     try:
         api_url = stack.start_prefect_server(free_port())
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             asyncio.run(bootstrap(settings))
             app = create_app(settings)
-            with serving(app) as url:
+            with serving(app, port) as url:
                 sessions = sessions_for(database)
                 user_id = uuid.uuid4()
                 ensure_profile(sessions, user_id)
@@ -112,10 +118,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
+def serving(app: FastAPI, port: int | None = None) -> Iterator[str]:
     """`app` served by uvicorn on a thread of this process, until the block ends; its base URL. The
     thread runs in a copy of this context, so the app sees the Prefect settings in force here."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port or free_port(), log_level="warning")
+    )
     context = contextvars.copy_context()
     thread = threading.Thread(target=context.run, args=(server.run,), name="gateway", daemon=True)
     thread.start()

@@ -15,14 +15,14 @@ from ourvidz.policy import ContentPolicy, ContentTier
 from ourvidz.prompts import count_tokens
 from ourvidz.prompts.chat import ChatWorker
 from ourvidz.prompts.templates import Template, Templates, default_templates
-from tests.peers import FakeChatWorker
+from tests.peers import PEERS_ALLOWED, FakeChatWorker
 
 SDXL = get_job_type("sdxl_image_fast")
 PROMPT = "a lighthouse at dusk"
 
 
 def _chat(worker: FakeChatWorker, protocol: str = "openai") -> Enhancers:
-    return Enhancers(ChatWorker(worker.url, protocol))  # type: ignore[arg-type]
+    return Enhancers(ChatWorker(worker.url, protocol, PEERS_ALLOWED))  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -70,14 +70,16 @@ def test_a_failing_chat_worker_falls_back_to_rules(worker: FakeChatWorker, break
 def test_a_slow_chat_worker_is_not_waited_for(worker: FakeChatWorker) -> None:
     worker.delay = 2.0
     started = time.perf_counter()
-    result = enhance(PROMPT, SDXL, Enhancers(ChatWorker(worker.url), timeout=0.3))
+    result = enhance(PROMPT, SDXL, Enhancers(ChatWorker(worker.url, egress=PEERS_ALLOWED), timeout=0.3))
     assert result.strategy == FALLBACK_STRATEGY and time.perf_counter() - started < 1.5
 
 
 def test_an_unreachable_chat_worker_falls_back(worker: FakeChatWorker) -> None:
     url = worker.url
     worker.stop()
-    assert enhance(PROMPT, SDXL, Enhancers(ChatWorker(url))).strategy == FALLBACK_STRATEGY
+    assert (
+        enhance(PROMPT, SDXL, Enhancers(ChatWorker(url, egress=PEERS_ALLOWED))).strategy == FALLBACK_STRATEGY
+    )
 
 
 def test_without_a_chat_worker_the_rules_enhancer_answers() -> None:
@@ -114,7 +116,9 @@ def test_the_local_model_answers_without_a_chat_worker(tiny_llm: Path) -> None:
 
 def test_a_failing_chat_worker_falls_back_to_the_local_model(worker: FakeChatWorker, tiny_llm: Path) -> None:
     worker.healthy = False
-    result = enhance(PROMPT, SDXL, Enhancers(ChatWorker(worker.url), local_model=tiny_llm))
+    result = enhance(
+        PROMPT, SDXL, Enhancers(ChatWorker(worker.url, egress=PEERS_ALLOWED), local_model=tiny_llm)
+    )
     assert result.strategy == LOCAL_FALLBACK_STRATEGY and worker.requests
 
 

@@ -27,21 +27,24 @@ from ourvidz.jobs.lifecycle import Announcer
 from ourvidz.jobs.outputs import Output
 from ourvidz.jobs.progress import set_progress
 from ourvidz.jobs.recovery import RunFate, recover_job
+from ourvidz.jobs.references import ReferenceRules
 from ourvidz.jobs.start import JobNotRunnable, JobRejected, start_job
 from ourvidz.orchestration.runs import FlowRuns
 from ourvidz.policy import ContentProhibited, ContentTier, ContentTierNotAllowed
-from tests.peers import Receiver
+from ourvidz.webhooks import WebhookSender
+from tests.peers import PEERS_ALLOWED, Receiver
 from tests.unit.conftest import Emitted
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci13ZWJob29rLXRlc3RzLTMyYnl0ZXM="
+SENDER = WebhookSender(SECRET, PEERS_ALLOWED)
+PEER_RULES = ReferenceRules(egress=PEERS_ALLOWED)  # webhook receivers here are test peers
 
 
 def _job(
     sessions: sessionmaker[Session], user: uuid.UUID, job_type: str = "sdxl_image_fast", **kw: Any
 ) -> Job:
-    return create_job(
-        sessions, JobRequest(user_id=user, job_type=job_type, prompt="a quiet harbour", **kw)
-    ).job
+    request = JobRequest(user_id=user, job_type=job_type, prompt="a quiet harbour", **kw)
+    return create_job(sessions, request, rules=PEER_RULES).job
 
 
 def _row(sessions: sessionmaker[Session], job_id: uuid.UUID) -> Job:
@@ -316,7 +319,7 @@ def test_an_ending_sends_the_jobs_webhook_signed(
     sessions: sessionmaker[Session], user: uuid.UUID, receiver: Receiver
 ) -> None:
     job = _job(sessions, user, webhook_url=receiver.url)
-    conclude(sessions, job.id, JobStatus.CANCELLED, announcer=Announcer(sessions, SECRET))
+    conclude(sessions, job.id, JobStatus.CANCELLED, announcer=Announcer(sessions, SENDER))
     (request,) = receiver.requests
     payload = Webhook(SECRET).verify(request.body, request.headers)
     assert (payload["job_id"], payload["status"]) == (str(job.id), "cancelled")
@@ -358,7 +361,7 @@ def test_a_run_whose_job_was_recovered_changes_nothing(
 def test_a_worker_report_moves_the_job_like_the_flow_does(
     sessions: sessionmaker[Session], user: uuid.UUID, emitted: Emitted
 ) -> None:
-    announcer = Announcer(sessions, SECRET)
+    announcer = Announcer(sessions, SENDER)
     job = _job(sessions, user, metadata={"num_images": 3})
     assert apply_report(sessions, WorkerReport(job.id, "processing"), announcer).message == "job processing"
     again = apply_report(sessions, WorkerReport(job.id, "processing"), announcer)
@@ -391,7 +394,7 @@ def test_a_worker_report_of_a_failure_keeps_its_words(
 ) -> None:
     job = _job(sessions, user)
     report = WorkerReport(job.id, "failed", error_message="CUDA out of memory")
-    apply_report(sessions, report, Announcer(sessions, SECRET))
+    apply_report(sessions, report, Announcer(sessions, SENDER))
     row = _row(sessions, job.id)
     assert (row.status, row.error_code, row.error_message) == (
         JobStatus.FAILED,
@@ -399,7 +402,7 @@ def test_a_worker_report_of_a_failure_keeps_its_words(
         "CUDA out of memory",
     )
     with pytest.raises(NotFound):
-        apply_report(sessions, WorkerReport(uuid.uuid4(), "failed"), Announcer(sessions, SECRET))
+        apply_report(sessions, WorkerReport(uuid.uuid4(), "failed"), Announcer(sessions, SENDER))
     assert emitted(job.id) == ["ourvidz.job.failed"]
 
 
@@ -408,14 +411,14 @@ def test_cancelling_a_job_that_no_run_generates_ends_it_at_once(
 ) -> None:
     """A queued job not yet dispatched, and one a worker outside Prefect reported processing."""
     queued, reported = _job(sessions, user), _job(sessions, user)
-    apply_report(sessions, WorkerReport(reported.id, "processing"), Announcer(sessions, SECRET))
+    apply_report(sessions, WorkerReport(reported.id, "processing"), Announcer(sessions, SENDER))
     runs = FlowRuns()  # not opened: neither cancellation may need Prefect
     for job, message in ((queued, "job cancelled before it started"),
                          (reported, "job cancelled (no run was generating it)")):  # fmt: skip
-        cancelled = asyncio.run(cancel_job(sessions, runs, job.id, Announcer(sessions, SECRET)))
+        cancelled = asyncio.run(cancel_job(sessions, runs, job.id, Announcer(sessions, SENDER)))
         assert (cancelled.job.status, cancelled.message) == (JobStatus.CANCELLED, message)
         with pytest.raises(Conflict):
-            asyncio.run(cancel_job(sessions, runs, job.id, Announcer(sessions, SECRET)))
+            asyncio.run(cancel_job(sessions, runs, job.id, Announcer(sessions, SENDER)))
     assert emitted(queued.id) == ["ourvidz.job.cancelled"]
     assert emitted(reported.id) == ["ourvidz.job.processing", "ourvidz.job.cancelled"]
 

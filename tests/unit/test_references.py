@@ -24,7 +24,7 @@ from ourvidz.jobs.references import (
 )
 from ourvidz.jobs.spec import check_job
 from ourvidz.storage import Storage
-from tests.peers import FileHost
+from tests.peers import PEERS_ALLOWED, FileHost
 
 SDXL, WAN = get_job_type("sdxl_image_fast"), get_job_type("video_fast")
 USER = uuid.uuid4()
@@ -191,9 +191,9 @@ def _png() -> bytes:
     return buffer.getvalue()
 
 
-def test_a_url_is_fetched_within_its_limits_from_a_host_the_operator_trusts() -> None:
+def test_a_url_is_fetched_within_its_limits_from_a_host_the_operator_allowlists() -> None:
     host = FileHost()
-    trusted = ReferenceRules(trusted_hosts=frozenset({"127.0.0.1"}))
+    trusted = ReferenceRules(egress=PEERS_ALLOWED)
     host.files |= {
         "/ref.png": (200, "image/png", _png(), {}),
         "/page": (200, "text/html", b"<html></html>", {}),

@@ -26,7 +26,7 @@ from ourvidz.registry.workers import (
     registered_chat_worker,
     registration,
 )
-from tests.peers import FakeChatWorker
+from tests.peers import PEERS_ALLOWED, FakeChatWorker
 
 DEAD = "http://127.0.0.1:9"  # nothing listens: every probe fails at once
 
@@ -39,15 +39,15 @@ def worker() -> Iterator[FakeChatWorker]:
 
 
 def test_the_registered_protocol_is_kept(sessions: sessionmaker[Session], worker: FakeChatWorker) -> None:
-    assert registered_chat_worker(sessions) is None
+    assert registered_chat_worker(sessions, PEERS_ALLOWED) is None
     register(
         sessions, CHAT, worker.url + "/", "register-chat-worker", protocol="ourvidz", capabilities=["chat"]
     )
-    assert registered_chat_worker(sessions) == ChatWorker(worker.url, "ourvidz")
+    assert registered_chat_worker(sessions, PEERS_ALLOWED) == ChatWorker(worker.url, "ourvidz", PEERS_ALLOWED)
     details = registration(sessions, CHAT).details()  # type: ignore[union-attr]
     assert details["capabilities"] == ["chat"] and details["registrationInfo"]["autoRegistered"] is True
     register(sessions, CHAT, worker.url, "update-worker-url")  # no protocol given: OpenAI's
-    assert registered_chat_worker(sessions) == ChatWorker(worker.url, "openai")
+    assert registered_chat_worker(sessions, PEERS_ALLOWED) == ChatWorker(worker.url, "openai", PEERS_ALLOWED)
 
 
 def test_a_worker_found_unhealthy_is_passed_over_for_a_while(
@@ -55,23 +55,25 @@ def test_a_worker_found_unhealthy_is_passed_over_for_a_while(
 ) -> None:
     register(sessions, CHAT, worker.url, "register-chat-worker")
     worker.healthy = False
-    down = probe(worker.url)
+    down = probe(worker.url, PEERS_ALLOWED)
     assert (down.healthy, down.error) == (False, "HTTP 503")
     record_probe(sessions, CHAT, "", worker.url, down)
-    assert registered_chat_worker(sessions) is None
+    assert registered_chat_worker(sessions, PEERS_ALLOWED) is None
     _age(sessions, CHAT, "", probed=UNHEALTHY_SKIP_SECONDS + 1)  # the mark ages past the skip window
-    assert registered_chat_worker(sessions) == ChatWorker(worker.url)
+    assert registered_chat_worker(sessions, PEERS_ALLOWED) == ChatWorker(worker.url, egress=PEERS_ALLOWED)
     worker.healthy = True
-    record_probe(sessions, CHAT, "", worker.url, probe(worker.url))
-    assert registered_chat_worker(sessions) == ChatWorker(worker.url)
+    record_probe(sessions, CHAT, "", worker.url, probe(worker.url, PEERS_ALLOWED))
+    assert registered_chat_worker(sessions, PEERS_ALLOWED) == ChatWorker(worker.url, egress=PEERS_ALLOWED)
 
 
 def test_a_probe_of_a_replaced_worker_is_not_recorded(
     sessions: sessionmaker[Session], worker: FakeChatWorker
 ) -> None:
     register(sessions, CHAT, worker.url, "register-chat-worker")
-    assert record_probe(sessions, CHAT, "", DEAD, probe(DEAD)) is None  # a late probe of the previous URL
-    assert registered_chat_worker(sessions) == ChatWorker(worker.url)
+    assert (
+        record_probe(sessions, CHAT, "", DEAD, probe(DEAD, PEERS_ALLOWED)) is None
+    )  # a late probe of the previous URL
+    assert registered_chat_worker(sessions, PEERS_ALLOWED) == ChatWorker(worker.url, egress=PEERS_ALLOWED)
 
 
 def _age(
@@ -92,15 +94,17 @@ def test_a_dead_workers_registration_is_dropped_after_failing_probes_for_long(
     killed = "gpu:killed-worker"
     register(sessions, STATUS_ENDPOINT, DEAD, "worker-start", name=killed, pool="gpu", queues=["sdxl"])
     register(sessions, CHAT, DEAD, "register-chat-worker")
-    first = {o.worker_name: o for o in probe_registered(sessions)}
+    first = {o.worker_name: o for o in probe_registered(sessions, PEERS_ALLOWED)}
     assert (first["killed-worker"].worker_type, first["killed-worker"].status) == ("gpu", "unhealthy")
     assert registration(sessions, STATUS_ENDPOINT, killed) is not None  # one failed probe is not enough
     _age(sessions, STATUS_ENDPOINT, killed, failing=STALE_WORKER_SECONDS - 60)
-    probe_registered(sessions)  # still failing, not yet long enough; the first failure time is kept
+    probe_registered(
+        sessions, PEERS_ALLOWED
+    )  # still failing, not yet long enough; the first failure time is kept
     assert registration(sessions, STATUS_ENDPOINT, killed) is not None
     _age(sessions, STATUS_ENDPOINT, killed, failing=STALE_WORKER_SECONDS + 1)
     _age(sessions, CHAT, "", failing=STALE_WORKER_SECONDS + 1)
-    last = {o.worker_name: o for o in probe_registered(sessions)}
+    last = {o.worker_name: o for o in probe_registered(sessions, PEERS_ALLOWED)}
     assert last["killed-worker"].status == "offline"
     assert "registration removed" in (last["killed-worker"].error or "")
     assert registration(sessions, STATUS_ENDPOINT, killed) is None
@@ -123,10 +127,22 @@ def test_a_healthy_probe_clears_the_failure_clock(
 ) -> None:
     register(sessions, STATUS_ENDPOINT, worker.url, "worker-start", name="gpu:flaky")
     worker.healthy = False
-    assert record_probe(sessions, STATUS_ENDPOINT, "gpu:flaky", worker.url, probe(worker.url)) == 0
+    assert (
+        record_probe(sessions, STATUS_ENDPOINT, "gpu:flaky", worker.url, probe(worker.url, PEERS_ALLOWED))
+        == 0
+    )
     _age(sessions, STATUS_ENDPOINT, "gpu:flaky", failing=120)
-    assert (record_probe(sessions, STATUS_ENDPOINT, "gpu:flaky", worker.url, probe(worker.url)) or 0) >= 120
+    assert (
+        record_probe(sessions, STATUS_ENDPOINT, "gpu:flaky", worker.url, probe(worker.url, PEERS_ALLOWED))
+        or 0
+    ) >= 120
     worker.healthy = True
-    assert record_probe(sessions, STATUS_ENDPOINT, "gpu:flaky", worker.url, probe(worker.url)) is None
+    assert (
+        record_probe(sessions, STATUS_ENDPOINT, "gpu:flaky", worker.url, probe(worker.url, PEERS_ALLOWED))
+        is None
+    )
     worker.healthy = False
-    assert record_probe(sessions, STATUS_ENDPOINT, "gpu:flaky", worker.url, probe(worker.url)) == 0
+    assert (
+        record_probe(sessions, STATUS_ENDPOINT, "gpu:flaky", worker.url, probe(worker.url, PEERS_ALLOWED))
+        == 0
+    )

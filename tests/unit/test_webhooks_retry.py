@@ -30,6 +30,7 @@ from ourvidz.webhooks import (
     Delivery,
     DeliveryStatus,
     WebhookFailed,
+    WebhookSender,
     backoff,
     deliver,
     deliver_due,
@@ -39,9 +40,10 @@ from ourvidz.webhooks import (
     webhook_id_for,
 )
 from tests.conftest import private_schema
-from tests.peers import Receiver
+from tests.peers import PEERS_ALLOWED, Receiver
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci13ZWJob29rLXRlc3RzLTMyYnl0ZXM="
+SENDER = WebhookSender(SECRET, PEERS_ALLOWED)
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def _first_attempt(sessions: sessionmaker[Session], url: str, event: str = "job.
     job_id = _job(sessions)
     payload = {"job_id": str(job_id), "status": event.removeprefix("job."), "job_type": "sdxl_image_fast"}
     with contextlib.suppress(WebhookFailed):
-        deliver(sessions, secret=SECRET, url=url, job_id=job_id, event_type=event, payload=payload)
+        deliver(sessions, SENDER, url=url, job_id=job_id, event_type=event, payload=payload)
     return webhook_id_for(job_id, event)
 
 
@@ -137,15 +139,15 @@ def test_receiver_down_then_back_gets_each_webhook_once(
     sessions: sessionmaker[Session], receiver: Receiver
 ) -> None:
     ids = [_first_attempt(sessions, receiver.url, event) for event in ("job.completed", "job.failed")]
-    report = deliver_due(sessions, SECRET, datetime.now(UTC) + timedelta(seconds=6))
+    report = deliver_due(sessions, SENDER, datetime.now(UTC) + timedelta(seconds=6))
     assert (report.delivered, report.pending, report.given_up, len(report.attempts)) == (0, 2, 0, 2)
     assert [len(_attempts(sessions, webhook_id)) for webhook_id in ids] == [2, 2]
     receiver.recover()
-    assert deliver_due(sessions, SECRET).attempts == []  # backoff(2) = 10 s has not passed
-    report = deliver_due(sessions, SECRET, datetime.now(UTC) + timedelta(seconds=11))
+    assert deliver_due(sessions, SENDER).attempts == []  # backoff(2) = 10 s has not passed
+    report = deliver_due(sessions, SENDER, datetime.now(UTC) + timedelta(seconds=11))
     assert (report.delivered, report.pending, report.given_up) == (2, 0, 0)
     for later in (timedelta(seconds=30), timedelta(minutes=30)):  # never sent again after a success
-        assert deliver_due(sessions, SECRET, datetime.now(UTC) + later).attempts == []
+        assert deliver_due(sessions, SENDER, datetime.now(UTC) + later).attempts == []
     assert receiver.accepted() == Counter(dict.fromkeys(ids, 1))
     assert len(receiver.requests) == 6
     verifier = Webhook(SECRET)
@@ -165,18 +167,18 @@ def test_last_attempt_before_the_deadline_is_given_up(
     webhook_id = _first_attempt(sessions, receiver.url)
     # 8 s before its deadline: due (5 s after the first), and the next one (10 s later) would be past it
     _date_back(sessions, webhook_id, DEADLINE - timedelta(seconds=8))
-    report = deliver_due(sessions, SECRET)
+    report = deliver_due(sessions, SENDER)
     assert (report.delivered, report.given_up, report.pending) == (0, 1, 0)
     (history,) = list_deliveries(sessions, webhook_id=webhook_id)
     assert history.delivery.status(datetime.now(UTC)) is DeliveryStatus.FAILED
-    assert deliver_due(sessions, SECRET, datetime.now(UTC) + timedelta(minutes=1)).attempts == []
+    assert deliver_due(sessions, SENDER, datetime.now(UTC) + timedelta(minutes=1)).attempts == []
 
 
 def test_redeliver_sends_the_stored_event_again(sessions: sessionmaker[Session], receiver: Receiver) -> None:
     receiver.recover()
     webhook_id = _first_attempt(sessions, receiver.url)
     time.sleep(1.05)  # a new second: a new timestamp, so a new signature
-    attempt = redeliver(sessions, SECRET, webhook_id)
+    attempt = redeliver(sessions, SENDER, webhook_id)
     assert attempt is not None
     assert (attempt.webhook_id, attempt.attempt, attempt.succeeded, attempt.status_code) == (
         webhook_id, 2, True, 200
@@ -186,7 +188,7 @@ def test_redeliver_sends_the_stored_event_again(sessions: sessionmaker[Session],
     assert int(again.headers["webhook-timestamp"]) > int(first.headers["webhook-timestamp"])
     assert again.headers["webhook-signature"] != first.headers["webhook-signature"]
     Webhook(SECRET).verify(again.body, again.headers)
-    assert redeliver(sessions, SECRET, "msg_unknown") is None
+    assert redeliver(sessions, SENDER, "msg_unknown") is None
 
 
 def test_list_deliveries_filters(sessions: sessionmaker[Session], receiver: Receiver) -> None:
@@ -227,7 +229,7 @@ def test_two_runs_at_once_send_a_due_webhook_once(postgres_sessions: sessionmake
         webhook_id = _first_attempt(postgres_sessions, receiver.url)
         later = datetime.now(UTC) + timedelta(seconds=6)
         reports = []
-        runs = [threading.Thread(target=lambda: reports.append(deliver_due(postgres_sessions, SECRET, later)))
+        runs = [threading.Thread(target=lambda: reports.append(deliver_due(postgres_sessions, SENDER, later)))
                 for _ in range(2)]  # fmt: skip
         for run in runs:
             run.start()

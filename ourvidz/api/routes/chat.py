@@ -98,7 +98,7 @@ def _unavailable_details(turn: Turn, reason: str | None = None) -> dict[str, str
 
 
 def _chat_worker(gw: Gateway, turn: Turn) -> ChatWorker:
-    chat_worker = registered_chat_worker(gw.sessions)
+    chat_worker = registered_chat_worker(gw.sessions, gw.worker_egress)
     if chat_worker is None:
         raise _unavailable(turn, "no healthy chat worker is registered; your message was kept")
     return chat_worker

@@ -57,7 +57,7 @@ def enhance_prompt(
     check_text(gw.sessions, user.user_id, body.prompt, policy=policy)
     if body.skips_enhancement:
         return _unchanged(body, job_type, NO_ENHANCEMENT, started)
-    enhancers = replace(enhancers_for(gw.sessions, gw.settings), model=body.model())
+    enhancers = replace(enhancers_for(gw.sessions, gw.settings, gw.worker_egress), model=body.model())
     result = enhance(
         body.prompt, job_type, enhancers, policy=policy,
         templates=templates_for(gw.sessions, gw.settings),
@@ -120,7 +120,9 @@ def validate_enhancement_fix(_admin: Admin, gw: GatewayDep) -> SimpleResponse:
     skipped: dict[str, str] = {}
     with gw.sessions() as session:
         templates = Templates(read_templates(session, skipped))
-    cases = validate_enhancer(gw.policy(), templates, enhancers_for(gw.sessions, gw.settings))
+    cases = validate_enhancer(
+        gw.policy(), templates, enhancers_for(gw.sessions, gw.settings, gw.worker_egress)
+    )
     return SimpleResponse(
         success=all(case["passed"] for case in cases) and not skipped,
         message=summary(cases),

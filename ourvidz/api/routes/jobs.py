@@ -26,7 +26,6 @@ from ourvidz.auth import Principal
 from ourvidz.catalog import get_job_type
 from ourvidz.jobs.cancel import cancel_job
 from ourvidz.jobs.create import accept_job
-from ourvidz.jobs.references import ReferenceRules
 from ourvidz.jobs.view import stored_files
 from ourvidz.storage import InvalidStorageKey
 
@@ -57,7 +56,7 @@ def queued_answer(
     request = body.job_request(user.user_id, idempotency_key)
     accepted = accept_job(
         gw.sessions, request, gw.settings.max_metadata_bytes, gw.policy(),
-        rules=ReferenceRules.of(gw.settings),
+        rules=gw.rules,
     )  # fmt: skip
     if not accepted.created:
         response.status_code = 200

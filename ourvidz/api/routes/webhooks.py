@@ -86,9 +86,9 @@ def redeliver_webhook(webhook_id: WebhookId, _admin: Admin, gw: GatewayDep) -> A
     with the new attempt whether or not the receiver accepted it (see `succeeded`); it does not
     restart the automatic schedule.
     """
-    secret = gw.settings.webhook_secret
-    assert secret is not None
-    attempt = redeliver(gw.sessions, secret.get_secret_value(), webhook_id)
+    sender = gw.announcer.sender
+    assert sender is not None
+    attempt = redeliver(gw.sessions, sender, webhook_id)
     if attempt is None:
         raise not_found("webhook delivery")
     return attempt

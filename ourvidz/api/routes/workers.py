@@ -24,6 +24,7 @@ from ourvidz.api.schemas.workers import (
     WorkerUrlResponse,
 )
 from ourvidz.auth import Principal
+from ourvidz.egress import UrlNotAllowed
 from ourvidz.registry.probes import probe
 from ourvidz.registry.workers import CHAT, Registration, record_probe, register, registration
 from ourvidz.selfcheck import self_check
@@ -53,7 +54,7 @@ def _active_worker(gw: Gateway, user: Principal, kind: str, response: Response) 
     worker = registration(gw.sessions, kind)
     if worker is None:
         raise ApiError(404, "NOT_FOUND", f"no {kind} worker is registered")
-    health = probe(worker.url)
+    health = probe(worker.url, gw.worker_egress)
     record_probe(gw.sessions, kind, "", worker.url, health)
     return WorkerUrlResponse(
         success=health.healthy, workerUrl=worker.url, isHealthy=health.healthy, healthError=health.error,
@@ -73,7 +74,7 @@ async def health_check_workers(response: Response, user: User, gw: GatewayDep) -
     if chat is None:
         workers["chat"] = WorkerHealth(status="unhealthy", responseTime=0.0)
     else:
-        health = await asyncio.to_thread(probe, chat.url)
+        health = await asyncio.to_thread(probe, chat.url, gw.worker_egress)
         await asyncio.to_thread(record_probe, gw.sessions, CHAT, "", chat.url, health)
         workers["chat"] = WorkerHealth(
             status="healthy" if health.healthy else "unhealthy", responseTime=health.seconds
@@ -87,7 +88,7 @@ async def health_check_workers(response: Response, user: User, gw: GatewayDep) -
 def update_worker_url(
     body: UpdateWorkerUrlRequest, _caller: ServiceOrAdmin, gw: GatewayDep
 ) -> WorkerRegistered:
-    saved = register(gw.sessions, body.worker_type, str(body.url), "update-worker-url")
+    saved = register(gw.sessions, body.worker_type, _allowed(gw, str(body.url), "url"), "update-worker-url")
     return _registered(gw, saved, f"{body.worker_type} worker URL updated", body.auto_registered)
 
 
@@ -95,17 +96,30 @@ def update_worker_url(
 def register_chat_worker(
     body: RegisterChatWorkerRequest, _caller: ServiceOrAdmin, gw: GatewayDep
 ) -> WorkerRegistered:
+    url = _allowed(gw, str(body.worker_url), "workerUrl")
     saved = register(
-        gw.sessions, CHAT, str(body.worker_url), "register-chat-worker", protocol=body.chosen_protocol(),
+        gw.sessions, CHAT, url, "register-chat-worker", protocol=body.chosen_protocol(),
         capabilities=body.capability_names(), max_concurrent=body.max_concurrent_chats,
     )  # fmt: skip
     return _registered(gw, saved, "chat worker registered", body.auto_registered)
 
 
+def _allowed(gw: Gateway, url: str, field: str) -> str:
+    """`url` if the worker egress policy allows it, else 400 URL_NOT_ALLOWED (nothing is registered)."""
+    try:
+        gw.worker_egress.check(url)
+    except UrlNotAllowed as exc:
+        raise ApiError(
+            400, "URL_NOT_ALLOWED", f"{field} is not allowed: {exc} (OURVIDZ_WORKER_EGRESS_ALLOW)",
+            {"field": field},
+        ) from None  # fmt: skip
+    return url
+
+
 def _registered(gw: Gateway, saved: Registration, message: str, auto: bool | None) -> WorkerRegistered:
     """The answer to a registration, with the worker probed once now (as the seed's functions do; an
     unhealthy worker stays registered and is passed over until a probe finds it healthy)."""
-    health = probe(saved.url)
+    health = probe(saved.url, gw.worker_egress)
     record_probe(gw.sessions, saved.kind, saved.name, saved.url, health)
     info = saved.info()
     return WorkerRegistered(
@@ -129,6 +143,6 @@ def generate_admin_image(
 @router.get("/test-edge-functions", response_model=SelfCheckResponse)
 async def test_edge_functions(_admin: Admin, gw: GatewayDep) -> SelfCheckResponse:
     """A live check of everything the gateway depends on; `success` only if all of it answers."""
-    checks = await self_check(gw.sessions, gw.storage, gw.runs, gw.settings.work_pool)
+    checks = await self_check(gw.sessions, gw.storage, gw.runs, gw.settings.work_pool, gw.worker_egress)
     results = {name: CheckResult(ok=c.ok, seconds=c.seconds, detail=c.detail) for name, c in checks.items()}
     return SelfCheckResponse(success=all(check.ok for check in checks.values()), checks=results)

@@ -1,4 +1,4 @@
-"""What every request body shares: both spellings of a field, tolerance of fields we do not read, no NUL.
+"""What every request body shares: both spellings of a field, tolerance of fields we do not read, text only.
 
 The seed system's clients send fields this gateway does not read (and new ones appear with each
 frontend release): a request never fails for an extra field. Models that keep what they do not read
@@ -17,27 +17,63 @@ def either(*names: str, default: Any = None, **constraints: Any) -> Any:
     return Field(default=default, validation_alias=AliasChoices(*names), **constraints)
 
 
+class InvalidText(Exception):
+    """A request whose text cannot be stored or sent back (the gateway's 400 INVALID_PARAMETERS, naming
+    the field). Not a ValueError on purpose: pydantic passes it through unwrapped, so the answer can
+    name the field inside the body, where a model validator's own error could only say `body`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, populate_by_name=True)
 
     @model_validator(mode="before")
     @classmethod
-    def _no_nul_characters(cls, data: Any) -> Any:
-        """PostgreSQL stores no NUL character in text or JSON: refused here as a client error (400),
-        not left to fail as a database error (500) after the request was accepted."""
-        if _has_nul(data):
-            raise ValueError("text must not contain NUL (\\u0000) characters")
+    def _text_only(cls, data: Any) -> Any:
+        """Every string of the body, keys included, must be text that can be stored and sent back:
+        no NUL (PostgreSQL keeps none in text or JSON) and no lone surrogate (`"\\ud800"` parses as JSON
+        but is no UTF-8: it would fail later, as a database or serialisation error after the request
+        was accepted); and no deeper nesting than MAX_DEPTH. Refused here, before anything is written."""
+        check_text(data)
         return data
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(item) for item in value)
-    return False
+MAX_DEPTH = 16  # levels of nesting in a body; the seed's deepest (a callback asset's metadata) is 4
+_MAX_KEY_IN_PATH = 64
+
+
+def check_text(data: Any) -> None:
+    """Raise InvalidText for the first string (or key) that is not storable text, or for nesting
+    deeper than MAX_DEPTH; the field is named, the offending text never repeated."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            _check_string(value, path or "body")
+        elif isinstance(value, dict | list | tuple):
+            if depth >= MAX_DEPTH:
+                raise InvalidText(path or "body", f"nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                name = str(key)
+                if isinstance(key, str):
+                    _check_string(key, f"{path}.<key>" if path else "<key>")
+                    name = key[:_MAX_KEY_IN_PATH]
+                stack.append((item, f"{path}.{name}" if path else name, depth + 1))
+
+
+def _check_string(text: str, field: str) -> None:
+    if "\x00" in text:
+        raise InvalidText(field, "text must not contain NUL (\\u0000) characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidText(
+            field, "text must be valid Unicode (a lone surrogate such as \\ud800 is not)"
+        ) from None
 
 
 class SimpleResponse(BaseModel):
