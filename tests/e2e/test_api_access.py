@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from ourvidz.api.deps import SERVICE_KEY_HEADER
+from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import ensure_profile
 from tests.e2e.conftest import OURVIDZ, Orchestra, extra_gateway
 from tests.peers import FakeChatWorker, SwitchableProxy
@@ -185,18 +186,23 @@ def test_realtime_sse_fallback(orchestra: Orchestra) -> None:
 
 
 def test_schemathesis_finds_no_server_errors(orchestra: Orchestra, isolated_gateway: tuple[str, str]) -> None:
-    """Fuzz every operation; a chat turn only while a healthy chat worker is registered (without one,
-    503 is the right answer, and the fuzzed worker-URL endpoints would register unreachable ones)."""
-    url, _ = isolated_gateway
-    admin = orchestra.token(uuid.uuid4(), admin=True)
+    """Fuzz every operation as an admin and as an ordinary user (with a profile, so requests get past
+    it); a chat turn only while a healthy chat worker is registered (without one, 503 is the right
+    answer, and the fuzzed worker-URL endpoints would register unreachable ones)."""
+    url, database = isolated_gateway
+    user = uuid.uuid4()
+    ensure_profile(sessions_for(database), user)
+    tokens = {"admin": orchestra.token(uuid.uuid4(), admin=True), "user": orchestra.token(user)}
     chat_worker = FakeChatWorker()
     try:
-        _fuzz(orchestra, url, admin, "--exclude-path", "/playground-chat")
+        for token in tokens.values():
+            _fuzz(orchestra, url, token, "--exclude-path", "/playground-chat")
         registered = httpx.post(
             f"{url}/register-chat-worker", json={"workerUrl": chat_worker.url}, headers=_service(orchestra)
         )
         assert registered.status_code == 200
-        _fuzz(orchestra, url, admin, "--include-path", "/playground-chat")
+        for token in tokens.values():
+            _fuzz(orchestra, url, token, "--include-path", "/playground-chat")
     finally:
         chat_worker.stop()
 

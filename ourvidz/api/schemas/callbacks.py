@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ourvidz.api.schemas.common import Request, either
+from ourvidz.api.schemas.common import Metadata, Request, either
 from ourvidz.api.schemas.jobs import JobRecord
 from ourvidz.jobs.callbacks import WorkerReport
 from ourvidz.jobs.outputs import Output
@@ -39,7 +39,7 @@ class CallbackAsset(Request):
     height: int | None = Field(default=None, **SIDE)
     seed: int | None = Field(default=None, ge=0, le=BOUNDS["seed"])
     size_bytes: int | None = Field(default=None, ge=0, le=BOUNDS["size_bytes"])
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class JobCallbackRequest(Request):
@@ -55,7 +55,7 @@ class JobCallbackRequest(Request):
     assets: list[str | CallbackAsset] | None = Field(default=None, max_length=MAX_FILES)
     error_message: str | None = either("errorMessage", "error_message", **MESSAGE)
     enhanced_prompt: str | None = either("enhancedPrompt", "enhanced_prompt", **MESSAGE)
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
     def report(self) -> WorkerReport:
         """The core's report, with every reported file whichever spelling the worker used."""

@@ -7,7 +7,7 @@ frontend release): a request never fails for an extra field. Models that keep wh
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -42,7 +42,19 @@ class Request(BaseModel):
 
 
 MAX_DEPTH = 16  # levels of nesting in a body; the seed's deepest (a callback asset's metadata) is 4
+MAX_ITEMS = 256  # keys of a metadata object, items of a free-form list
 _MAX_KEY_IN_PATH = 64
+
+Metadata = Annotated[
+    dict[str, Any],
+    Field(
+        max_length=MAX_ITEMS,
+        description=f"Free-form object: at most {MAX_ITEMS} keys, {MAX_DEPTH} levels of nesting in the "
+        "whole body, text without NUL or lone surrogates (a job's metadata also at most "
+        "OURVIDZ_MAX_METADATA_BYTES as JSON).",
+    ),
+]
+FreeList = Annotated[list[Any], Field(max_length=MAX_ITEMS)]
 
 
 def check_text(data: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ourvidz.api.schemas.common import Request, either
+from ourvidz.api.schemas.common import Metadata, Request, either
 from ourvidz.generation.request import MAX_PROMPT_CHARS
 
 ENHANCER_MODELS = ("qwen_instruct", "qwen_base")
@@ -28,7 +28,7 @@ class EnhancePromptRequest(Request):
     selected_presets: list[str] | None = either("selectedPresets", "selected_presets", max_length=50)
     content_type: str | None = either("contentType", "content_type", max_length=32)
     model_id: str | None = either("model_id", "modelId", max_length=128)
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
     def job_type_name(self) -> str:
         """The catalog job type to enhance for (an unknown name is the caller's to refuse)."""

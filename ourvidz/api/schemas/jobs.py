@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ourvidz.api.schemas.common import Request, either
+from ourvidz.api.schemas.common import FreeList, Metadata, Request, either
 from ourvidz.api.schemas.options import InvalidOption, job_options
 from ourvidz.catalog import UnknownJobType, get_job_type
 from ourvidz.db.models import Job
@@ -50,7 +50,7 @@ class QueueJobRequest(Request):
     prompt: str | None = Field(default=None, **TEXT)
     original_prompt: str | None = either("original_prompt", "originalPrompt", **TEXT)
     enhanced_prompt: str | None = either("enhanced_prompt", "enhancedPrompt", **TEXT)
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     project_id: uuid.UUID | None = either("projectId", "project_id")
     video_id: uuid.UUID | None = either("videoId", "video_id")
     image_id: uuid.UUID | None = either("imageId", "image_id")
@@ -69,7 +69,9 @@ class QueueJobRequest(Request):
     reference_strength: float | None = either("reference_strength", "referenceStrength", **FRACTION)
     denoise_strength: float | None = either("denoise_strength", "denoiseStrength", **FRACTION)
     compel_enabled: bool | None = either("compel_enabled", "compelEnabled")
-    compel_weights: str | dict[str, Any] | list[Any] | None = either("compel_weights", "compelWeights")
+    compel_weights: Annotated[str, StringConstraints(**TEXT)] | Metadata | FreeList | None = either(
+        "compel_weights", "compelWeights"
+    )
     bypass_enhancement: bool | None = None
     hard_override: bool | None = None
 
