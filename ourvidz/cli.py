@@ -35,7 +35,7 @@ def _settings() -> Settings:
 @app.command()
 def up() -> None:
     """Run the stack on this machine: Prefect server (unless PREFECT_API_URL is set), gateway (with the
-    dispatcher), GPU worker, maintenance worker."""
+    dispatcher), GPU worker, maintenance worker; a part that dies is restarted."""
     from ourvidz.stack import StackError, start_local_stack
 
     settings = _settings()
@@ -55,7 +55,10 @@ def up() -> None:
     try:
         while True:
             time.sleep(1)
-            local.stack.check_alive()
+            for (
+                line
+            ) in local.stack.supervise():  # a child that died is restarted, one that keeps failing stops all
+                err.print(f"[yellow]{line}[/yellow]")
     except StackError as exc:
         err.print(f"[red]stopping:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -184,6 +184,13 @@ class Settings(BaseSettings):
         description="How often a GPU worker's flow runs send heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENCY "
         "unless that is set); a run silent for twice as long is marked Crashed and its job recovered.",
     )
+    worker_lease_seconds: float = Field(
+        10.0,
+        ge=3.0,
+        description="How long a GPU worker's lease lasts; the worker renews it every third of that (and "
+        "whenever it takes a run). A lease left to expire (the worker died) gets its runs crashed and their "
+        "jobs re-queued by the dispatchers within a few seconds more.",
+    )
     worker_health_host: str = Field(
         "127.0.0.1",
         description="Address a GPU worker's status endpoint listens on and registers for the health "

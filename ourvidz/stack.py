@@ -24,6 +24,9 @@ import httpx
 from ourvidz.config import Settings
 
 STOP_GRACE_SECONDS = 15.0
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # before the 1st, 2nd, ... restart within RESTART_WINDOW
+RESTART_WINDOW = 600.0
+MAX_RESTARTS = 5  # exits within RESTART_WINDOW a child may have; one more and it "keeps failing"
 PR_SET_PDEATHSIG = 1
 WORKER_START_SECONDS = 300.0  # the first start builds the tiny models
 SLOT_WAIT = "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"
@@ -54,29 +57,85 @@ def wait_for_http(url: str, timeout: float, process: subprocess.Popen[bytes] | N
     raise StackError(f"{url} did not answer within {timeout:.0f} s")
 
 
+@dataclass(frozen=True)
+class _Recipe:
+    """How a child was started, so that it can be started again alike."""
+
+    args: tuple[str, ...]
+    extra_env: Mapping[str, str]
+    nice: int
+
+
 @dataclass
 class Stack:
-    """Child processes started in order and stopped in reverse order."""
+    """Child processes started in order and stopped in reverse order; `supervise` restarts one that
+    died (with a backoff) and gives up on one that keeps failing."""
 
     data_dir: Path
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)  # per child, since the stack started
+    _recipes: dict[str, _Recipe] = field(default_factory=dict)
+    _exits: dict[str, list[float]] = field(default_factory=dict)  # when each child was seen dead, lately
+    _due: dict[str, float] = field(default_factory=dict)  # dead children waiting out their backoff
 
     def start(
         self, name: str, args: Sequence[str], extra_env: Mapping[str, str] | None = None, nice: int = 0
     ) -> subprocess.Popen[bytes]:
         """Start `args` with the stack's environment (at CPU niceness `nice`); its output goes to
         `<data dir>/logs/<name>.log`."""
+        self._recipes[name] = _Recipe(tuple(args), dict(extra_env or {}), nice)
+        return self._launch(name)
+
+    def _launch(self, name: str) -> subprocess.Popen[bytes]:
+        recipe = self._recipes[name]
         self.logs[name] = self._log_file(name)
         with self.logs[name].open("ab") as log:
             process = subprocess.Popen(
-                list(args), env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                list(recipe.args), env={**self.env, **recipe.extra_env}, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the stack, which then stops its children in order
-                preexec_fn=partial(_prepare_child, nice),
+                preexec_fn=partial(_prepare_child, recipe.nice),
             )  # fmt: skip
         self.processes[name] = process
         return process
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Restart the children that died, each after a backoff (RESTART_DELAYS); raise StackError
+        for one that exited more than MAX_RESTARTS times within RESTART_WINDOW. Returns a line for
+        each exit seen and each restart made, for the caller to show (each also goes to the child's
+        log)."""
+        now = time.monotonic() if now is None else now
+        said = []
+        for name, process in list(self.processes.items()):
+            if process.poll() is None:
+                continue
+            if name not in self._due:  # a new exit
+                exits = [t for t in self._exits.get(name, []) if now - t < RESTART_WINDOW] + [now]
+                self._exits[name] = exits
+                if len(exits) > MAX_RESTARTS:
+                    raise StackError(
+                        f"{name} keeps failing: it exited {len(exits)} times within "
+                        f"{RESTART_WINDOW / 60:.0f} minutes (last with code {process.returncode}); "
+                        f"see {self.logs[name]}"
+                    )
+                delay = RESTART_DELAYS[min(len(exits), len(RESTART_DELAYS)) - 1]
+                self._due[name] = now + delay
+                said.append(
+                    self._note(name, f"exited with code {process.returncode}; restarting in {delay:g} s")
+                )
+            elif now >= self._due[name]:
+                del self._due[name]
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                self._launch(name)
+                said.append(self._note(name, f"restarted (restart {self.restarts[name]})"))
+        return said
+
+    def _note(self, name: str, what: str) -> str:
+        line = f"{name} {what}"
+        with self.logs[name].open("a") as log:
+            log.write(f"--- ourvidz up: {line} ---\n")
+        return line
 
     def run_once(self, name: str, args: Sequence[str]) -> None:
         """Run a command to completion with the stack's environment; raise with its log tail on failure."""

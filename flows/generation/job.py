@@ -105,7 +105,7 @@ async def generate_job(
     except Exception as exc:
         failure = Failure.of(exc)
         conclude(spec, JobStatus.FAILED, failure)
-        return Failed(message=str(failure))
+        return Failed(message=failure.for_operators())
     await _outputs_artifact(spec, result)  # first, so a completed job's table is already in the UI
     if not conclude(spec, JobStatus.COMPLETED, outputs=outputs_of(result.assets), prompt=prompt):
         # this run came back after recovery gave the job to another run: its files are not the job's

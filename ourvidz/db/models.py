@@ -367,6 +367,23 @@ class Worker(Base):
     unhealthy_since: Mapped[datetime | None]  # start of the current run of failed probes
 
 
+class WorkerLease(Base):
+    """A GPU worker process's liveness: renewed every few seconds with the flow runs it holds; one that
+    expires names the runs of a dead process (recovery crashes them and re-queues their jobs). One row
+    per process (`id` is new at every start), so a restarted worker never renews a dead one's lease."""
+
+    __tablename__ = "worker_leases"
+
+    id: Mapped[uuid.UUID] = _pk()
+    worker: Mapped[str] = mapped_column(String(200))  # the Prefect worker's name
+    pool: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    runs: Mapped[list[Any]] = mapped_column(default=list)  # flow run ids (text) it holds now
+    renewed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class WorkerHealth(Base):
     """One health observation of a worker (GPU worker or chat worker)."""
 

@@ -6,6 +6,7 @@ import io
 import tempfile
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import imageio_ffmpeg
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 
 from ourvidz.generation.request import GenerationRequest
 from ourvidz.generation.results import Asset
+from ourvidz.jobs.errors import StorageFailed
 from ourvidz.storage import Storage, asset_key
 
 MP4_QUALITY = 8  # imageio-ffmpeg's 0-10 scale; 8 is visually clean at a fraction of lossless size
@@ -53,7 +55,22 @@ def store_outputs(
     user_id: uuid.UUID,
     job_id: uuid.UUID,
 ) -> list[Asset]:
-    """Write a request's frames (images, frames, H, W, 3) under the job's keys and describe each file."""
+    """Write a request's frames (images, frames, H, W, 3) under the job's keys and describe each file;
+    raises StorageFailed (the storage's own error chained) when storage refuses them."""
+    try:
+        return _store(storage, request, pixels, Place(bucket, user_id, job_id))
+    except Exception as exc:  # any backend's error (OSError, an S3 client's): the job's is STORAGE_FAILED
+        raise StorageFailed from exc
+
+
+class Place(NamedTuple):
+    bucket: str
+    user_id: uuid.UUID
+    job_id: uuid.UUID
+
+
+def _store(storage: Storage, request: GenerationRequest, pixels: np.ndarray, place: Place) -> list[Asset]:
+    bucket, user_id, job_id = place
     common = {"bucket": bucket, "width": request.width, "height": request.height}
     if not request.is_video:
         assets = []

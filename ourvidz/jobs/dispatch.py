@@ -27,6 +27,7 @@ from ourvidz.job_status import JobStatus
 from ourvidz.jobs.conclude import conclude
 from ourvidz.jobs.errors import Failure
 from ourvidz.jobs.lifecycle import Announcer, default_announcer
+from ourvidz.jobs.recovery import watch_leases
 from ourvidz.jobs.wake import QueuedJobs
 from ourvidz.orchestration.runs import FlowRuns, PrefectUnavailable
 
@@ -149,6 +150,9 @@ def _link(sessions: sessionmaker[Session], links: Sequence[tuple[uuid.UUID, uuid
 async def run_dispatcher(
     sessions: sessionmaker[Session], runs: FlowRuns, database_url: str, announcer: Announcer | None = None
 ) -> None:
-    """The dispatcher's life: woken by every queued job, forever (cancel the task to stop it)."""
-    async with QueuedJobs(database_url) as queued:
-        await Dispatcher(sessions, runs, announcer).serve(queued)
+    """The dispatcher's life: woken by every queued job, and watching the GPU workers' leases (a dead
+    worker's jobs are re-queued here, and dispatched again at once), forever (cancel the task to stop
+    it)."""
+    async with QueuedJobs(database_url) as queued, asyncio.TaskGroup() as group:
+        group.create_task(watch_leases(sessions, runs, announcer))
+        group.create_task(Dispatcher(sessions, runs, announcer).serve(queued))

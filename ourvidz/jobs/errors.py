@@ -7,18 +7,25 @@ Content refusals are the policy's own errors (`ourvidz.policy.PolicyError`), wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ourvidz.policy import PolicyError
 
 # Why a job failed, beyond the request checks (INVALID_PARAMETERS, CONTENT_PROHIBITED, ...).
-GENERATION_FAILED = "GENERATION_FAILED"  # the pipeline raised: the message is the exception's
+GENERATION_FAILED = "GENERATION_FAILED"  # the pipeline raised (the exception is for operators' eyes only)
 TIMEOUT = "TIMEOUT"
 OUT_OF_MEMORY = "OUT_OF_MEMORY"
+STORAGE_FAILED = "STORAGE_FAILED"  # the files were made but could not be stored
 WORKER_LOST = "WORKER_LOST"  # its flow run was lost more often than its attempts allow
 WORKER_FAILED = "WORKER_FAILED"  # a worker outside Prefect reported the failure in its own words
 MAX_MESSAGE_CHARS = 2000
+# what a client reads for a failure an exception caused: no server paths, no exception text
+PUBLIC_MESSAGES = {
+    GENERATION_FAILED: "generation failed on the worker; the operator's logs have the details",
+    TIMEOUT: "generation took longer than the worker allows",
+    OUT_OF_MEMORY: "the worker ran out of memory for this job; a smaller size or fewer images may fit",
+}
 
 
 class JobError(Exception):
@@ -58,6 +65,15 @@ class Conflict(JobError):
     code = "CONFLICT"
 
 
+class StorageFailed(JobError):
+    """The generated files could not be written to storage (the cause is chained, for the logs)."""
+
+    code = STORAGE_FAILED
+
+    def __init__(self) -> None:
+        super().__init__("the generated files could not be stored; the operator's logs have the details")
+
+
 class OrchestratorUnavailable(JobError):
     """Prefect cannot be reached and the request needs it; nothing changed, retry shortly."""
 
@@ -66,17 +82,21 @@ class OrchestratorUnavailable(JobError):
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why a job failed: a code for machines (metrics, clients) and a message for people."""
+    """Why a job failed: a code for machines (metrics, clients) and a message for people; `internal`,
+    for an exception, says what raised, for operators only (the flow run's state, logs): it is never
+    stored on the job nor sent to a client."""
 
     code: str
     message: str
+    internal: str | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, exc: BaseException) -> Failure:
-        """The failure an exception stands for: a refusal keeps its code, anything else is sorted by
-        its type (the message keeps the type, so an operator sees what raised)."""
+        """The failure an exception stands for: a refusal keeps its code and words, anything else is
+        sorted by its type and told with the code's public message."""
         if isinstance(exc, JobError | PolicyError):
-            return cls(exc.code, str(exc))
+            cause = exc.__cause__
+            return cls(exc.code, str(exc), None if cause is None else f"{type(cause).__name__}: {cause}")
         kind = type(exc).__name__
         lowered = kind.lower()
         if isinstance(exc, TimeoutError) or "timeout" in lowered:
@@ -85,7 +105,11 @@ class Failure:
             code = OUT_OF_MEMORY
         else:
             code = GENERATION_FAILED
-        return cls(code, f"{kind}: {exc}")
+        return cls(code, PUBLIC_MESSAGES[code], f"{kind}: {exc}")
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+    def for_operators(self) -> str:
+        """The failure with what raised it, for the flow run's state message."""
+        return str(self) if self.internal is None else f"{self} ({self.internal})"

@@ -1,8 +1,10 @@
 """Jobs whose flow run is gone: re-queued for another attempt, up to the job's `max_attempts`.
 
-A GPU worker that dies mid-job leaves its job `processing` and its flow run without heartbeats; the
-crash automation marks such runs Crashed, and the recovery flow (every minute, and at once when a
-generation run crashes or is cancelled) brings each job here with what Prefect says of its run. A
+A GPU worker that dies mid-job stops renewing its lease (`ourvidz.registry.leases`): the dispatchers
+watch the leases (`recover_dead_workers`, every LEASE_CHECK_SECONDS) and crash the runs of an expired
+one and re-queue their jobs, seconds after the death. Behind that, a run without heartbeats is marked
+Crashed by the crash automation, and the recovery flow (every minute, and at once when a generation
+run crashes or is cancelled) brings each job here with what Prefect says of its run. A
 worker that hangs keeps heartbeating, so its run looks alive: the job's `progressed_at` gives it
 away, and its run is marked Crashed to free its queue's slot.
 
@@ -15,6 +17,7 @@ idempotency key new (the lost run is not returned again). A job out of attempts 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,8 +36,11 @@ from ourvidz.jobs.errors import WORKER_LOST, Failure
 from ourvidz.jobs.lifecycle import Announcer, Move, default_announcer, move
 from ourvidz.jobs.wake import wake_dispatchers
 from ourvidz.orchestration.runs import FlowRuns, PrefectUnavailable, RunState, RunView
+from ourvidz.registry.leases import Lease, take_expired
 
+logger = logging.getLogger(__name__)
 CHECK_BATCH = 500
+LEASE_CHECK_SECONDS = 2.0
 SETTLE = timedelta(seconds=30)  # a run younger than this may not be readable in Prefect yet
 PENDING_LIMIT = timedelta(minutes=10)
 HUNG = "its worker hung"
@@ -192,3 +198,50 @@ async def recover_lost_jobs(
                 {"job_id": str(job.job_id), "job_type": job.job_type, "action": outcome, "reason": reason}
             )
     return actions
+
+
+async def recover_dead_workers(
+    sessions: sessionmaker[Session], runs: FlowRuns, announcer: Announcer | None = None
+) -> list[dict[str, Any]]:
+    """Crash the runs of every worker whose lease expired, and re-queue their jobs (or fail them once
+    out of attempts); one row per job settled."""
+    actions = []
+    for lease in await asyncio.to_thread(take_expired, sessions):
+        reason = f"its worker {lease.worker} ({lease.host}, pid {lease.pid}) stopped renewing its lease"
+        for job_id, job_type, run_id in await asyncio.to_thread(_jobs_on, sessions, lease):
+            try:  # first, so the run frees its queue's slot before the job's next run asks for one
+                await runs.crash(run_id, reason)
+            except PrefectUnavailable as exc:  # the heartbeat automation crashes it later
+                logger.warning("run %s of a dead worker not marked Crashed: %s", run_id, exc)
+            outcome = await asyncio.to_thread(
+                recover_job, sessions, job_id, run_id, RunFate.LOST, reason, announcer
+            )
+            if outcome != "unchanged":
+                actions.append(
+                    {"job_id": str(job_id), "job_type": job_type, "action": outcome, "reason": reason}
+                )
+    return actions
+
+
+def _jobs_on(sessions: sessionmaker[Session], lease: Lease) -> list[tuple[uuid.UUID, str, uuid.UUID]]:
+    """The unfinished jobs whose current run is one the lease held."""
+    if not lease.runs:
+        return []
+    query = select(Job.id, Job.job_type, Job.flow_run_id).where(
+        Job.flow_run_id.in_(lease.runs), Job.status.in_([JobStatus.QUEUED, JobStatus.PROCESSING])
+    )
+    with sessions() as session:
+        return [(job_id, job_type, run_id) for job_id, job_type, run_id in session.execute(query)]
+
+
+async def watch_leases(
+    sessions: sessionmaker[Session], runs: FlowRuns, announcer: Announcer | None = None
+) -> None:
+    """`recover_dead_workers` every LEASE_CHECK_SECONDS, forever (the dispatchers run it)."""
+    while True:
+        try:
+            for action in await recover_dead_workers(sessions, runs, announcer):
+                logger.warning("job %s %s: %s", action["job_id"], action["action"], action["reason"])
+        except Exception as exc:  # the database went away: this loop must outlive it
+            logger.warning("worker lease check failed: %s", exc)
+        await asyncio.sleep(LEASE_CHECK_SECONDS)

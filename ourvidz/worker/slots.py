@@ -39,6 +39,11 @@ class QueueSlots:
         with self._lock:
             return dict(Counter(self._held.values()))
 
+    def runs(self) -> list[uuid.UUID]:
+        """The runs that hold a slot now (what this worker's lease names)."""
+        with self._lock:
+            return list(self._held)
+
     @property
     def total(self) -> int:
         """Runs this worker may hold at once over all its queues."""

@@ -22,6 +22,7 @@ import datetime
 import os
 import socket
 import uuid
+from functools import partial
 from typing import Any
 
 import anyio
@@ -38,6 +39,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 from ourvidz.config import get_settings
 from ourvidz.db.session import sessions_for
 from ourvidz.orchestration.names import generation_run_name
+from ourvidz.registry import leases
 from ourvidz.registry import workers as registry
 from ourvidz.worker.cancellation import cancel_flag, forget
 from ourvidz.worker.flow_threads import FlowThreads
@@ -89,6 +91,8 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
         self._entrypoints: dict[uuid.UUID, str] = {}
         self._flow_lock = asyncio.Lock()
         self._wake = anyio.Event()
+        self._lease_id = uuid.uuid4()  # new at every start: a restarted worker never renews a dead one's
+        self._lease_due = anyio.Event()
         self._run_observer: FlowRunCancellingObserver | None = None
         self._background: anyio.abc.TaskGroup | None = None
         settings = get_settings()
@@ -111,6 +115,7 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
         self._background = await self._exit_stack.enter_async_context(anyio.create_task_group())
         self._background.start_soon(self._listen_for_scheduled_runs)
         self._background.start_soon(self._submit_on_wake)
+        self._background.start_soon(self._keep_lease)
         if self.warm_up:
             self._background.start_soon(self._warm_up)
         if self._health_port is not None:
@@ -122,6 +127,7 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
     async def teardown(self, *exc_info: Any) -> None:
         if self._background is not None:
             self._background.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(self._give_up_lease)
         if self._health is not None:
             self._health.stop()
             await anyio.to_thread.run_sync(self._deregister)
@@ -149,6 +155,8 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
             for entry in flow_run_response
             if self.slots.take(entry.flow_run.id, entry.flow_run.work_queue_name or "default")
         ]
+        if fitting:
+            self._lease_due.set()  # the lease names a run as soon as this worker holds it
         submitted = await super()._submit_scheduled_flow_runs(fitting)
         taken = {run.id for run in submitted}
         for entry in fitting:
@@ -248,6 +256,33 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
     ) -> None:
         """A run handed to this process but not started yet: raise its flag so it stops at once."""
         self._on_cancelling(uuid.UUID(infrastructure_pid.rsplit(":", 1)[-1]))
+
+    async def _keep_lease(self) -> None:
+        """Renew this process's lease every third of its length, and whenever it takes runs: a worker
+        that dies stops renewing, and the dispatchers recover its runs once the lease has expired."""
+        seconds = get_settings().worker_lease_seconds
+        sessions = sessions_for(get_settings().database_url)
+        while True:
+            try:
+                await anyio.to_thread.run_sync(
+                    partial(leases.renew, sessions, self._lease_id, worker=self.name,
+                            pool=self._work_pool_name, runs=self.slots.runs(), seconds=seconds)
+                )  # fmt: skip
+            except Exception as exc:  # the job database is away: renew when it is back
+                self._logger.warning("lease not renewed: %s", exc)
+            with anyio.move_on_after(seconds / 3):
+                await self._lease_due.wait()
+            self._lease_due = anyio.Event()
+
+    def _give_up_lease(self) -> None:
+        """A worker stopping with no run gives its lease up; one stopping with runs leaves it to expire,
+        so that the dispatchers recover them."""
+        if self.slots.runs():
+            return
+        try:
+            leases.give_up(sessions_for(get_settings().database_url), self._lease_id)
+        except Exception as exc:  # it expires by itself; its runs ended with this worker
+            self._logger.warning("lease not given up: %s", exc)
 
     def _register(self, url: str) -> None:
         """Register the status endpoint (named `<pool>:<worker name>`), so the health-check flow probes it."""

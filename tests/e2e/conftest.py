@@ -33,6 +33,7 @@ from ourvidz.db import migrate
 from ourvidz.db.models import Job, Profile
 from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import JobRequest, create_job, ensure_profile
+from ourvidz.jobs.references import ReferenceRules
 from ourvidz.jobs.wake import wake_dispatchers
 from ourvidz.policy import ContentTier
 from ourvidz.registry.workers import CHAT, forget
@@ -78,7 +79,12 @@ class Orchestra:
     ) -> uuid.UUID:
         """Record a job (the gateway's dispatcher gives it its flow run)."""
         request = JobRequest(user_id=user_id or self.user_id, job_type=job_type, prompt=prompt, **fields)
-        return create_job(self.sessions, request).job.id
+        return create_job(self.sessions, request, rules=self.rules).job.id
+
+    @property
+    def rules(self) -> ReferenceRules:
+        """What the orchestra's gateway allows of a job (its webhooks may reach the test peers)."""
+        return ReferenceRules.of(self.settings)
 
     def submit_refused_at_start(self, job_type: str, metadata: dict[str, Any]) -> uuid.UUID:
         """A job asking for the explicit tier, accepted while its owner's profile allowed it, whose owner
@@ -90,7 +96,7 @@ class Orchestra:
         request = JobRequest(
             user_id=user_id, job_type=job_type, prompt="x", metadata=metadata, flow_run_id=held
         )
-        job_id = create_job(self.sessions, request).job.id
+        job_id = create_job(self.sessions, request, rules=self.rules).job.id
         with self.sessions.begin() as session:
             session.get_one(Profile, user_id).age_verified = False
             session.get_one(Job, job_id).flow_run_id = None
@@ -201,6 +207,7 @@ def as_orchestra(orchestra: Orchestra, monkeypatch: pytest.MonkeyPatch) -> Itera
     """Flows run in this test process read the settings of the orchestra's processes."""
     monkeypatch.setenv("OURVIDZ_DATA_DIR", str(orchestra.settings.data_dir))
     monkeypatch.setenv("OURVIDZ_DATABASE_URL", orchestra.settings.database_url)
+    monkeypatch.setenv("OURVIDZ_EGRESS_ALLOW", json.dumps(orchestra.settings.egress_allow))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

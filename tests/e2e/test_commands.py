@@ -7,8 +7,10 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -30,8 +32,8 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _niceness(*command: str) -> int:
-    """The CPU niceness of the one running process whose command line contains `command`."""
+def _pid(*command: str) -> int:
+    """The one running process whose command line contains `command`."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
@@ -41,29 +43,53 @@ def _niceness(*command: str) -> int:
         if all(part in args for part in command):
             found.append(int(cmdline.parent.name))
     assert len(found) == 1, f"{command}: {found}"
-    return os.getpriority(os.PRIO_PROCESS, found[0])
+    return found[0]
+
+
+def _niceness(*command: str) -> int:
+    return os.getpriority(os.PRIO_PROCESS, _pid(*command))
+
+
+SMALL = {"width": 64, "height": 64, "steps": 2}
+SLOW = {"width": 256, "height": 256, "steps": 100}  # long enough to be killed mid-job (as in test_scale_out)
+
+
+class _Client:
+    """A new user of the stack (token from `ourvidz token`), queueing SDXL jobs and watching them."""
+
+    def __init__(self, env: dict[str, str], gateway: str) -> None:
+        token = subprocess.run(
+            [*OURVIDZ, "token", "--user", str(uuid.uuid4())],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        self.gateway, self.headers = gateway, {"authorization": f"Bearer {token}"}
+
+    def queue(self, metadata: dict[str, int]) -> str:
+        body = {"jobType": "sdxl_image_fast", "prompt": "a boat", "metadata": metadata}
+        answer = httpx.post(f"{self.gateway}/queue-job", json=body, headers=self.headers, timeout=30)
+        assert answer.status_code == 201, answer.text
+        return answer.json()["job"]["id"]
+
+    def job(self, job_id: str) -> dict:
+        return httpx.get(f"{self.gateway}/jobs/{job_id}", headers=self.headers, timeout=30).json()
+
+    def wait(self, job_id: str, statuses: tuple[str, ...], timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.job(job_id)
+            if status["job"]["status"] in statuses:
+                return status
+            time.sleep(0.2)
+        raise AssertionError(f"the job was not {statuses} within {timeout} s: {status}")
 
 
 def _run_job(env: dict[str, str], gateway: str, timeout: float = 180) -> dict:
-    """Queue a small SDXL job as a new user (token from `ourvidz token`) and wait for it to end."""
-    token = subprocess.run(
-        [*OURVIDZ, "token", "--user", str(uuid.uuid4())], env=env, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    headers = {"authorization": f"Bearer {token}"}
-    body = {
-        "jobType": "sdxl_image_fast",
-        "prompt": "a boat",
-        "metadata": {"width": 64, "height": 64, "steps": 2},
-    }
-    answer = httpx.post(f"{gateway}/queue-job", json=body, headers=headers, timeout=30)
-    assert answer.status_code == 201, answer.text
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{gateway}/jobs/{answer.json()['job']['id']}", headers=headers, timeout=30).json()
-        if status["job"]["status"] in ("completed", "failed", "cancelled"):
-            return status
-        time.sleep(0.5)
-    raise AssertionError(f"the job did not end within {timeout} s: {status}")
+    """Queue a small SDXL job as a new user and wait for it to end."""
+    client = _Client(env, gateway)
+    return client.wait(client.queue(SMALL), ("completed", "failed", "cancelled"), timeout)
 
 
 def test_demo_runs_both_jobs_and_prints_their_files(tmp_path: Path) -> None:
@@ -81,40 +107,53 @@ def test_demo_runs_both_jobs_and_prints_their_files(tmp_path: Path) -> None:
     assert not _port_open(port), "the demo left its Prefect server running"
 
 
-def test_up_serves_until_ctrl_c_then_stops_everything(tmp_path: Path) -> None:
+def test_up_serves_restarts_a_dead_worker_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """`ourvidz up` as a user runs it: everything answers; its GPU worker killed mid-job is restarted and
+    the job completes with nobody involved; Ctrl-C stops every part."""
     port = free_port()
     env = _env(tmp_path, port)
     process = subprocess.Popen(
-        [*OURVIDZ, "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        [*OURVIDZ, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     lines: list[str] = []
+    assert process.stdout is not None
+    threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True).start()
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if "Press Ctrl-C" in line:
-                break
+        _wait_for(lambda: "Press Ctrl-C" in "".join(lines), 600, "ourvidz up to start", process)
         text = "".join(lines)
         assert f"Prefect UI:  http://127.0.0.1:{port}" in text, text
         worker_url = re.search(r"GPU worker:\s+(\S+)", text)
         gateway_url = re.search(r"Gateway:\s+(\S+)", text)
         assert worker_url is not None and gateway_url is not None
-        assert httpx.get(f"{gateway_url.group(1)}/health", timeout=5).json() == {"status": "ok"}
-        assert httpx.get(f"{gateway_url.group(1)}/jobs/{uuid.uuid4()}", timeout=5).status_code == 401
+        gateway = gateway_url.group(1)
+        assert httpx.get(f"{gateway}/health", timeout=5).json() == {"status": "ok"}
+        assert httpx.get(f"{gateway}/jobs/{uuid.uuid4()}", timeout=5).status_code == 401
         assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
         assert httpx.get(worker_url.group(1), timeout=5).json()["work_pool"] == "gpu"
         # The gateway's answers come before flow-run creation (OURVIDZ_BACKGROUND_NICE, default 10).
         own = os.getpriority(os.PRIO_PROCESS, 0)
         assert _niceness("prefect", "server", "--port", str(port)) == min(own + 10, 19)
-        gateway_port = gateway_url.group(1).rsplit(":", 1)[1]
+        gateway_port = gateway.rsplit(":", 1)[1]
         assert _niceness("ourvidz", "api", "--port", gateway_port) == own
         # A job through the gateway, whose dispatcher gives it its flow run.
-        job = _run_job(env, gateway_url.group(1))
+        job = _run_job(env, gateway)
         assert job["job"]["status"] == "completed" and job["job"]["flow_run_id"] is not None
+        # The GPU worker dies mid-job: `up` restarts it, recovery requeues the job, the new worker runs it.
+        client = _Client(env, gateway)
+        slow = client.queue(SLOW)
+        _wait_for(lambda: client.job(slow)["progress"] > 0, 180, "the slow job's progress", process)
+        assert client.job(slow)["job"]["status"] == "processing"
+        worker_pid = _pid(
+            "ourvidz", "worker", "--health-port", worker_url.group(1).rsplit(":", 1)[1].split("/")[0]
+        )
+        os.kill(worker_pid, signal.SIGKILL)
+        _wait_for(
+            lambda: "gpu-worker restarted (restart 1)" in "".join(lines), 60, "the worker's restart", process
+        )
+        assert "gpu-worker exited with code -9; restarting in 1 s" in "".join(lines)
+        done = client.wait(slow, ("completed", "failed", "cancelled"), timeout=420)
+        assert done["job"]["status"] == "completed", done
+        assert process.poll() is None, "".join(lines)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
     finally:
@@ -124,3 +163,13 @@ def test_up_serves_until_ctrl_c_then_stops_everything(tmp_path: Path) -> None:
     while _port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _port_open(port), "Ctrl-C left the Prefect server running"
+
+
+def _wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[str]
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"ourvidz up exited with code {process.returncode} waiting for {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.2)

@@ -107,7 +107,7 @@ class Owner:
             user_id=self.user_id, job_type="sdxl_image_fast", prompt="a lighthouse", metadata=SMALL,
             webhook_url=self.receiver.url, flow_run_id=uuid.uuid4(), **fields,
         )  # fmt: skip
-        return create_job(self.orchestra.sessions, request).job.id
+        return create_job(self.orchestra.sessions, request, rules=self.orchestra.rules).job.id
 
     def ended_once(self, job_id: uuid.UUID, status: str) -> Job:
         """The job is final with `status`, announced once over realtime, in Prefect and by webhook."""
@@ -219,7 +219,7 @@ def test_the_flow_fails_a_job(owner: Owner, orchestra: Orchestra) -> None:
     )
     job = owner.ended_once(job_id, "failed")
     assert (
-        job.error_code == "GENERATION_FAILED"
+        job.error_code == "STORAGE_FAILED"
         and owner.wait_update(job_id, "failed")["errorCode"] == job.error_code
     )
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from ourvidz.db.models import Image, Job, UsageLog, Video
 from ourvidz.job_status import JobStatus
+from ourvidz.jobs.errors import StorageFailed
 from ourvidz.storage import Storage
 from tests.e2e.conftest import Orchestra
 from tests.overlap import most_at_once
@@ -109,19 +110,20 @@ def _events(orchestra: Orchestra, job_id: uuid.UUID, timeout: float = 10) -> lis
 
 
 def test_a_failing_generation_fails_the_job_once(orchestra: Orchestra) -> None:
-    """A bucket whose folder cannot be created makes the generate stage fail: no retry, job failed."""
+    """A bucket whose folder cannot be created makes the generate stage fail: no retry, job failed with
+    STORAGE_FAILED; the client reads no server path, the operator reads the cause on the flow run."""
     blocked = Path(orchestra.settings.storage_url.removeprefix("file://")) / "blocked-bucket"
     blocked.parent.mkdir(parents=True, exist_ok=True)
     blocked.mkdir(exist_ok=True)
     (blocked / str(orchestra.user_id)).write_text("a file where a folder must go")
     job_id = orchestra.submit("sdxl_image_fast", metadata={**SMALL_SDXL, "bucket": "blocked-bucket"})
     job = orchestra.wait_final([job_id])[job_id]
-    assert job.status is JobStatus.FAILED and job.attempts == 1 and job.error_code == "GENERATION_FAILED"
-    assert job.error_message and (
-        "NotADirectoryError" in job.error_message or "FileExistsError" in job.error_message
-    )
+    assert job.status is JobStatus.FAILED and job.attempts == 1 and job.error_code == "STORAGE_FAILED"
+    assert job.error_message == StorageFailed().message
     run = orchestra.wait_flow_run(job)
     assert run.state_type is StateType.FAILED and run.run_count == 1
+    assert run.state is not None and run.state.message is not None
+    assert "NotADirectoryError" in run.state.message or "FileExistsError" in run.state.message
     assert _task_names(orchestra, run.id).count("generate") == 1
     time.sleep(2)  # nothing comes back for another try
     with orchestra.client() as client:

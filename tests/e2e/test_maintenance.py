@@ -40,7 +40,7 @@ def _job_on_a_crashed_run(orchestra: Orchestra, attempts: int, state: State | No
         user_id=orchestra.user_id, job_type="sdxl_image_fast", prompt="a lighthouse", metadata=SMALL,
         flow_run_id=uuid.uuid4(),  # linked from the start (its run is made next): no dispatcher takes it
     )  # fmt: skip
-    job = create_job(orchestra.sessions, request).job
+    job = create_job(orchestra.sessions, request, rules=orchestra.rules).job
     with orchestra.client() as client:
         deployment = client.read_deployment_by_name(deployment_name("sdxl"))
         run = client.create_flow_run_from_deployment(

@@ -22,7 +22,7 @@ from ourvidz.jobs.cancel import cancel_job
 from ourvidz.jobs.conclude import conclude
 from ourvidz.jobs.create import JobRequest, add_job, create_job, ensure_profile
 from ourvidz.jobs.enhancement import apply_enhancement
-from ourvidz.jobs.errors import WORKER_FAILED, Conflict, Failure, InvalidJob, NotFound
+from ourvidz.jobs.errors import PUBLIC_MESSAGES, WORKER_FAILED, Conflict, Failure, InvalidJob, NotFound
 from ourvidz.jobs.lifecycle import Announcer
 from ourvidz.jobs.outputs import Output
 from ourvidz.jobs.progress import set_progress
@@ -304,11 +304,12 @@ def test_a_failed_job_keeps_its_code_and_its_placeholder_says_so(
 ) -> None:
     job = _job(sessions, user)
     start_job(sessions, job.id, None)
-    failure = Failure.of(RuntimeError("the pipeline broke"))
-    assert failure == Failure("GENERATION_FAILED", "RuntimeError: the pipeline broke")
+    failure = Failure.of(RuntimeError("the pipeline broke at /srv/models/unet.bin"))
+    assert failure == Failure("GENERATION_FAILED", PUBLIC_MESSAGES["GENERATION_FAILED"])
+    assert failure.for_operators().endswith("(RuntimeError: the pipeline broke at /srv/models/unet.bin)")
     conclude(sessions, job.id, JobStatus.FAILED, failure=failure)
     row = _row(sessions, job.id)
-    assert (row.error_code, row.error_message) == ("GENERATION_FAILED", "RuntimeError: the pipeline broke")
+    assert (row.error_code, row.error_message) == ("GENERATION_FAILED", PUBLIC_MESSAGES["GENERATION_FAILED"])
     with sessions() as session:
         assert session.scalars(select(Image.status).where(Image.job_id == job.id)).one() == "failed"
         assert session.scalar(select(func.count()).where(UsageLog.job_id == job.id)) == 0

@@ -4,6 +4,8 @@ registrations dropped."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -15,6 +17,7 @@ from ourvidz.db.models import Worker
 from ourvidz.db.types import utcnow
 from ourvidz.prompts.chat import ChatWorker
 from ourvidz.registry.health import STALE_WORKER_SECONDS, probe_registered
+from ourvidz.registry.leases import give_up, leases, renew, take_expired
 from ourvidz.registry.probes import probe
 from ourvidz.registry.workers import (
     CHAT,
@@ -146,3 +149,23 @@ def test_a_healthy_probe_clears_the_failure_clock(
         record_probe(sessions, STATUS_ENDPOINT, "gpu:flaky", worker.url, probe(worker.url, PEERS_ALLOWED))
         == 0
     )
+
+
+def test_a_lease_names_its_runs_until_it_expires_and_is_taken_once(sessions: sessionmaker[Session]) -> None:
+    live, dead, gone = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    runs = [uuid.uuid4(), uuid.uuid4()]
+    renew(sessions, live, worker="w1", pool="gpu", runs=[], seconds=60)
+    renew(sessions, dead, worker="w2", pool="gpu", runs=runs[:1], seconds=60)
+    renew(sessions, dead, worker="w2", pool="gpu", runs=runs, seconds=5)  # renewed with what it holds now
+    renew(sessions, gone, worker="w3", pool="gpu", runs=runs[:1], seconds=60)
+    give_up(sessions, gone)  # stopped cleanly
+    assert [(lease.worker, set(lease.runs)) for lease in leases(sessions)] == [
+        ("w1", set()),
+        ("w2", set(runs)),
+    ]
+    assert take_expired(sessions) == []
+    later = utcnow() + timedelta(seconds=6)
+    (taken,) = take_expired(sessions, later)
+    assert (taken.id, set(taken.runs), taken.pid) == (dead, set(runs), os.getpid())
+    assert take_expired(sessions, later) == []  # taken once: nobody recovers its runs twice
+    assert [lease.worker for lease in leases(sessions)] == ["w1"]

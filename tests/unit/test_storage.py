@@ -5,8 +5,12 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from ourvidz.generation.outputs import store_outputs
+from ourvidz.generation.request import request_for_job
+from ourvidz.jobs.errors import Failure, StorageFailed
 from ourvidz.storage import InvalidStorageKey, Storage, asset_key, validate_bucket, validate_key
 
 HOSTILE_KEYS = [
@@ -84,3 +88,16 @@ def test_local_layout_is_bucket_then_key(tmp_path: Path) -> None:
 def test_asset_key_rejects_bad_parts(user_id: object, job_id: object, index: int, ext: str) -> None:
     with pytest.raises((InvalidStorageKey, ValueError)):
         asset_key(user_id, job_id, index, ext)  # type: ignore[arg-type]
+
+
+def test_files_storage_refuses_fail_as_storage_failed_with_the_cause_for_operators(tmp_path: Path) -> None:
+    """What the job records is STORAGE_FAILED and a public message; the path stays in the chained cause."""
+    (tmp_path / "root").write_text("a file where the storage folder must go")
+    request = request_for_job("sdxl_image_fast", "a pier", width=64, height=64, steps=2)
+    pixels = np.zeros((1, 1, 64, 64, 3), dtype=np.uint8)
+    with pytest.raises(StorageFailed) as refused:
+        store_outputs(Storage(f"file://{tmp_path / 'root'}"), request, pixels, bucket="sdxl_image_fast",
+                      user_id=uuid.uuid4(), job_id=uuid.uuid4())  # fmt: skip
+    failure = Failure.of(refused.value)
+    assert failure.code == "STORAGE_FAILED" and str(tmp_path) not in failure.message
+    assert failure.internal is not None and str(tmp_path) in failure.internal
