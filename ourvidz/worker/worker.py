@@ -127,12 +127,15 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
     async def teardown(self, *exc_info: Any) -> None:
         if self._background is not None:
             self._background.cancel_scope.cancel()
-        await anyio.to_thread.run_sync(self._give_up_lease)
-        if self._health is not None:
-            self._health.stop()
-            await anyio.to_thread.run_sync(self._deregister)
-        self._flow_threads.shutdown()
-        await super().teardown(*exc_info)
+        try:
+            with anyio.CancelScope(shield=True):  # a stop that is being cancelled itself still cleans up
+                await anyio.to_thread.run_sync(self._give_up_lease)
+                if self._health is not None:
+                    self._health.stop()
+                    await anyio.to_thread.run_sync(self._deregister)
+        finally:
+            self._flow_threads.shutdown()  # not daemon threads: left running, the process never exits
+            await super().teardown(*exc_info)
 
     async def run(
         self,
