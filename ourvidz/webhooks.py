@@ -3,12 +3,14 @@
 The webhook id stays the same across retries so a receiver can drop duplicates; the signature
 covers id, timestamp and body, so a receiver can reject replays and tampering.
 
-Delivery outlives a receiver outage without holding a GPU flow run: whoever ends the job makes one
-attempt (plus `QUICK_RETRY_SECONDS` of quick retries, `first_attempt`) and the `deliver-webhooks`
-maintenance flow makes the later ones when they come due. The schedule is read from the attempt rows
-alone (no state elsewhere): after the n-th failed attempt the next one is due `backoff(n)` later, and
-none is scheduled at or after `DEADLINE` from the first attempt. A webhook id with a succeeded attempt is
-never sent again, except when an admin asks for it (`redeliver`).
+Delivery outlives a receiver outage, and a receiver never holds a GPU flow run: the job's final move
+queues its webhook (`enqueue`: row `attempt` 0, in the same transaction), the process that ended the
+job makes the first attempt on a background thread (plus `QUICK_RETRY_SECONDS` of quick retries,
+`first_attempt`), and the `deliver-webhooks` maintenance flow makes the later ones when they come due.
+The schedule is read from the rows alone (no state elsewhere): a webhook queued `QUEUED_GRACE` ago
+without an attempt (its process died first) is due; after the n-th failed attempt the next one is due
+`backoff(n)` later; none is scheduled at or after `DEADLINE` from the job's end. A webhook id with a
+succeeded attempt is never sent again, except when an admin asks for it (`redeliver`).
 
 A `WebhookSender` signs and sends: it connects only where the egress policy allows (a job's URL was
 checked when it was accepted, and is checked again at each attempt), follows no redirect, and keeps only
@@ -40,6 +42,7 @@ TIMEOUT_SECONDS = 10.0
 MAX_RESPONSE_BYTES = 256  # what an attempt keeps of the receiver's answer: enough to say why it refused
 
 QUICK_RETRY_SECONDS = (0.5, 1.5)  # after a refused first attempt: ~2 s at most
+QUEUED_GRACE = timedelta(seconds=60)  # a queued webhook still without an attempt is sent by deliver-webhooks
 FIRST_BACKOFF = timedelta(seconds=5)  # then 10, 20, 40, 80, 160 s, ...
 MAX_BACKOFF = timedelta(minutes=5)  # ... capped here
 DEADLINE = timedelta(hours=1)  # no automatic attempt is scheduled later than this after the first
@@ -83,7 +86,7 @@ class Delivery:
         """When the next automatic attempt is due; None once succeeded or past the deadline."""
         if self.succeeded:
             return None
-        due = self.last_at + backoff(self.attempts)
+        due = self.last_at + (QUEUED_GRACE if self.attempts == 0 else backoff(self.attempts))
         return due if due < self.first_at + DEADLINE else None
 
     def status(self, now: datetime) -> DeliveryStatus:
@@ -124,8 +127,9 @@ class Attempt:
 
 class History(NamedTuple):
     delivery: Delivery
-    attempts: list[Attempt]  # oldest first
+    attempts: list[Attempt]  # oldest first (the queued row is not an attempt)
     payload: dict[str, Any]
+    url: str
 
 
 @dataclass
@@ -200,6 +204,17 @@ def signed_request(secret: str, webhook_id: str, payload: dict[str, Any]) -> tup
         "webhook-signature": Webhook(secret).sign(webhook_id, now, body),
     }
     return body, headers
+
+
+def enqueue(
+    session: Session, *, url: str, job_id: uuid.UUID, event_type: str, payload: dict[str, Any]
+) -> None:
+    """Queue a job event's webhook in the caller's transaction (the job's final move): `attempt` 0, so
+    deliver-webhooks sends it if no attempt follows within QUEUED_GRACE."""
+    session.add(WebhookDelivery(
+        webhook_id=webhook_id_for(job_id, event_type), job_id=job_id, url=url, event_type=event_type,
+        payload=payload, attempt=0, succeeded=False,
+    ))  # fmt: skip
 
 
 def deliver(
@@ -433,7 +448,7 @@ def _target_of(row: WebhookDelivery) -> _Target:
 def _summary_of(rows: list[WebhookDelivery]) -> Delivery:
     return Delivery(
         webhook_id=rows[0].webhook_id, job_id=rows[0].job_id, event_type=rows[0].event_type,
-        attempts=len(rows), first_at=min(row.created_at for row in rows),
+        attempts=sum(row.attempt > 0 for row in rows), first_at=min(row.created_at for row in rows),
         last_at=max(row.created_at for row in rows), succeeded=any(row.succeeded for row in rows),
     )  # fmt: skip
 
@@ -462,7 +477,8 @@ def _summaries(
     row = WebhookDelivery
     last_at = func.max(row.created_at)
     columns = (row.webhook_id, row.job_id, row.event_type)
-    aggregates = (func.count(row.id), func.min(row.created_at), last_at, _success_flag())
+    attempts = func.sum(case((row.attempt > 0, 1), else_=0))  # the queued row is not an attempt
+    aggregates = (attempts, func.min(row.created_at), last_at, _success_flag())
     query = (
         select(*columns, *aggregates)
         .where(*(where or []))
@@ -472,7 +488,7 @@ def _summaries(
         .limit(limit)
     )
     return [
-        Delivery(webhook_id, job_id, event_type, attempts, first_at, last_at, bool(succeeded))
+        Delivery(webhook_id, job_id, event_type, int(attempts or 0), first_at, last_at, bool(succeeded))
         for webhook_id, job_id, event_type, attempts, first_at, last_at, succeeded in session.execute(query)
     ]
 
@@ -484,7 +500,7 @@ def _histories(session: Session, deliveries: list[Delivery]) -> list[History]:
     for row in session.scalars(query.order_by(WebhookDelivery.attempt)):
         rows[row.webhook_id].append(row)
     return [
-        History(delivery, [Attempt.of(row) for row in rows[delivery.webhook_id]],
-                dict(rows[delivery.webhook_id][-1].payload))
+        History(delivery, [Attempt.of(row) for row in rows[delivery.webhook_id] if row.attempt > 0],
+                dict(rows[delivery.webhook_id][-1].payload), rows[delivery.webhook_id][-1].url)
         for delivery in deliveries
     ]  # fmt: skip

@@ -20,6 +20,7 @@ from ourvidz.job_status import JobStatus
 from ourvidz.jobs.errors import Failure
 from ourvidz.jobs.lifecycle import Announcer, Move, default_announcer, move
 from ourvidz.jobs.outputs import Output, record_outputs
+from ourvidz.webhooks import enqueue
 
 
 def owned_by(job: Job, run_id: uuid.UUID | None) -> bool:
@@ -53,6 +54,10 @@ def conclude(
                 moves.append(move(session, job, JobStatus.PROCESSING))
             record_outputs(session, job, outputs, prompt)
         shown = [file for output in outputs for file in output.announced()]
-        moves.append(move(session, job, status, failure=failure, reason=reason, assets=shown))
+        ended = move(session, job, status, failure=failure, reason=reason, assets=shown)
+        moves.append(ended)
+        if job.webhook_url:  # queued with the ending: it is sent even if this process dies next
+            enqueue(session, url=job.webhook_url, job_id=job.id, event_type=ended.webhook_event,
+                    payload=ended.payload())  # fmt: skip
     (announcer or default_announcer(sessions))(*moves)
     return moves[-1]

@@ -11,6 +11,7 @@ background where a client is waiting for an answer); the deliver-webhooks flow m
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ourvidz.config import Settings, get_settings
+from ourvidz.config import get_settings
 from ourvidz.db.models import Image, Job, Video
 from ourvidz.db.types import utcnow
 from ourvidz.job_status import JobStatus, check_transition
@@ -44,6 +45,10 @@ class Move:
     failure: Failure | None = None
     reason: str | None = None  # a cancellation's reason
     assets: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    @property
+    def webhook_event(self) -> str:
+        return f"job.{self.status}"
 
     def payload(self) -> dict[str, Any]:
         """The event's and the webhook's body."""
@@ -102,7 +107,9 @@ def move(
 
 class Announcer:
     """Announces committed moves: the event at once, a final move's first webhook attempt inline or, with
-    `background`, on a few threads of this process (so a slow receiver never holds up an answer)."""
+    `background`, on a few threads of this process (so a slow receiver never holds up an answer or a
+    flow run). The webhook was queued with the move (`conclude`), so an attempt that dies with the
+    process is made by deliver-webhooks."""
 
     def __init__(
         self, sessions: sessionmaker[Session], sender: WebhookSender | None, *, background: bool = False
@@ -127,7 +134,7 @@ class Announcer:
         try:
             first_attempt(
                 self.sessions, self.sender, url=str(done.webhook_url), job_id=done.job_id,
-                event_type=f"job.{done.status}", payload=done.payload(),
+                event_type=done.webhook_event, payload=done.payload(),
             )  # fmt: skip
         except Exception as exc:  # recorded where it could be; the deliver-webhooks flow tries again
             logger.warning("webhook of job %s not delivered yet: %s", done.job_id, exc)
@@ -138,6 +145,16 @@ class Announcer:
             self._pool.shutdown(wait=True)
 
 
-def default_announcer(sessions: sessionmaker[Session], settings: Settings | None = None) -> Announcer:
-    """An inline announcer for the job database of `sessions`, sending webhooks as this process does."""
-    return Announcer(sessions, WebhookSender.of(settings or get_settings()))
+_SHARED: dict[sessionmaker[Session], Announcer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def default_announcer(sessions: sessionmaker[Session]) -> Announcer:
+    """This process's announcer for the job database of `sessions`, sending webhooks as its settings
+    say, in the background: whoever ends a job (a flow run holding a GPU slot, the dispatcher,
+    recovery) never waits for a receiver. Attempts still running when the process exits are waited
+    for (the pool's threads are joined at exit)."""
+    with _SHARED_LOCK:
+        if sessions not in _SHARED:
+            _SHARED[sessions] = Announcer(sessions, WebhookSender.of(get_settings()), background=True)
+        return _SHARED[sessions]

@@ -144,10 +144,8 @@ def owner(orchestra: Orchestra) -> Iterator[Owner]:
 
 def _delivered(orchestra: Orchestra, webhook_id: str) -> bool:
     with orchestra.sessions() as session:
-        return (
-            session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook_id))
-            is not None
-        )
+        attempted = (WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.attempt > 0)  # 0: queued
+        return session.scalar(select(WebhookDelivery.id).where(*attempted)) is not None
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:

@@ -25,6 +25,7 @@ from ourvidz.job_status import JobStatus
 from ourvidz.webhooks import backoff, webhook_id_for
 from tests.e2e.conftest import Orchestra
 from tests.peers import Receiver
+from tests.waiting import wait_until
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
@@ -49,10 +50,21 @@ def _verifier(orchestra: Orchestra) -> Webhook:
     return Webhook(orchestra.settings.webhook_secret.get_secret_value())
 
 
-def _attempts(orchestra: Orchestra, webhook_id: str) -> list[WebhookDelivery]:
-    with orchestra.sessions() as session:
-        query = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
-        return list(session.scalars(query.order_by(WebhookDelivery.attempt)))
+def _attempts(orchestra: Orchestra, webhook_id: str, wait_for: int = 0) -> list[WebhookDelivery]:
+    """The webhook's attempts (not its queued row, attempt 0), once there are `wait_for` of them: the
+    flow's first attempts are made in the background, after its run may have ended."""
+    query = select(WebhookDelivery).where(
+        WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.attempt > 0
+    )
+    found: list[WebhookDelivery] = []
+
+    def enough() -> bool:
+        with orchestra.sessions() as session:
+            found[:] = session.scalars(query.order_by(WebhookDelivery.attempt))
+        return len(found) >= wait_for
+
+    wait_until(enough, timeout=60, what=f"{wait_for} attempts of {webhook_id}")
+    return found
 
 
 def _date_back(orchestra: Orchestra, webhook_ids: list[str], by: timedelta) -> None:
@@ -69,6 +81,7 @@ def test_webhook_is_signed_and_retried_until_delivered(orchestra: Orchestra, rec
     assert job.status is JobStatus.COMPLETED
     assert orchestra.wait_flow_run(job).state_type is StateType.COMPLETED
     verifier = _verifier(orchestra)
+    attempts = _attempts(orchestra, webhook_id_for(job_id, "job.completed"), wait_for=3)
     assert len(receiver.requests) == 3  # two refusals, then accepted (the flow's quick retries)
     assert len({request.headers["webhook-id"] for request in receiver.requests}) == 1
     for request in receiver.requests:
@@ -78,10 +91,6 @@ def test_webhook_is_signed_and_retried_until_delivered(orchestra: Orchestra, rec
     last = receiver.requests[-1]
     with pytest.raises(WebhookVerificationError):
         verifier.verify(last.body.replace(b"completed", b"failed"), last.headers)
-    with orchestra.sessions() as session:
-        attempts = session.scalars(
-            select(WebhookDelivery).where(WebhookDelivery.job_id == job_id).order_by(WebhookDelivery.attempt)
-        ).all()
     assert [(a.attempt, a.status_code, a.succeeded) for a in attempts] == [
         (1, 500, False),
         (2, 500, False),
@@ -103,7 +112,7 @@ def test_a_receiver_outage_is_outlived_without_holding_the_flow_run(
     for job, webhook_id in zip(jobs.values(), webhook_ids, strict=True):
         assert job.status is JobStatus.COMPLETED
         assert orchestra.wait_flow_run(job).state_type is StateType.COMPLETED
-        attempts = _attempts(orchestra, webhook_id)  # the first attempt and the quick retries, then done
+        attempts = _attempts(orchestra, webhook_id, wait_for=3)  # the first attempt and its quick retries
         assert [(a.status_code, a.succeeded) for a in attempts] == [(503, False)] * 3
         assert attempts[-1].created_at - attempts[0].created_at < timedelta(seconds=5)
     pending = _list(orchestra, status="pending")
@@ -138,11 +147,33 @@ def test_a_receiver_outage_is_outlived_without_holding_the_flow_run(
     assert listed["next_attempt_at"] is None and listed["payload"]["job_id"] == str(job_ids[0])
 
 
+@pytest.mark.usefixtures("as_orchestra")
+def test_a_slow_receiver_holds_no_flow_run_and_gets_its_webhook_once(orchestra: Orchestra) -> None:
+    """A receiver that takes 6 s to answer: the job's flow run (and its GPU slot) ends without waiting
+    for it, the attempt still gets its 2xx, and deliver-webhooks never sends the id again."""
+    receiver = Receiver(delay_seconds=6)
+    try:
+        job_id = orchestra.submit("sdxl_image_fast", metadata=SMALL, webhook_url=receiver.url)
+        job = orchestra.wait_final([job_id])[job_id]
+        run = orchestra.wait_flow_run(job)
+        assert run.state_type is StateType.COMPLETED and run.end_time is not None
+        assert job.completed_at is not None and run.end_time - job.completed_at < timedelta(seconds=4)
+        webhook_id = webhook_id_for(job_id, "job.completed")
+        (attempt,) = _attempts(orchestra, webhook_id, wait_for=1)
+        assert attempt.succeeded and attempt.created_at - job.completed_at >= timedelta(seconds=5)
+        _date_back(orchestra, [webhook_id], backoff(3))
+        asyncio.run(deliver_webhooks())
+        assert receiver.accepted() == Counter({webhook_id: 1})
+    finally:
+        receiver.close()
+
+
 def test_admins_list_and_redeliver_others_may_not(orchestra: Orchestra, receiver: Receiver) -> None:
     receiver.recover()
     job_id = orchestra.submit("sdxl_image_fast", metadata=SMALL, webhook_url=receiver.url)
     orchestra.wait_flow_run(orchestra.wait_final([job_id])[job_id])
     webhook_id = webhook_id_for(job_id, "job.completed")
+    _attempts(orchestra, webhook_id, wait_for=1)  # the flow's, in the background
     url = f"{orchestra.gateway_url}/webhook-deliveries/{webhook_id}/redeliver"
     answer = httpx.post(url, headers=orchestra.headers(admin=True), timeout=30)
     assert answer.status_code == 200, answer.text
@@ -171,7 +202,8 @@ def test_admins_list_and_redeliver_others_may_not(orchestra: Orchestra, receiver
     )  # fmt: skip
     assert wrong.status_code == 400 and wrong.json()["code"] == "INVALID_PARAMETERS"
     with orchestra.sessions() as session:
-        assert session.scalar(sa.select(sa.func.count()).where(WebhookDelivery.webhook_id == webhook_id)) == 2
+        rows = sa.select(sa.func.count()).where(WebhookDelivery.webhook_id == webhook_id)
+        assert session.scalar(rows) == 3  # queued with the ending, the flow's attempt, the redelivery
 
 
 def _list(orchestra: Orchestra, **params: str) -> list[dict]:

@@ -65,7 +65,8 @@ def _webhooks(gateway: Gateway, receiver: Receiver, job_id: str, status: str) ->
     deadline = time.monotonic() + 30
     while True:
         with gateway.sessions() as session:
-            if session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook_id)):
+            attempted = (WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.attempt > 0)  # 0: queued
+            if session.scalar(select(WebhookDelivery.id).where(*attempted)):
                 break
         assert time.monotonic() < deadline, "no webhook attempt was recorded"
         time.sleep(0.05)

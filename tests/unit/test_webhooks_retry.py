@@ -24,9 +24,14 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from ourvidz.db import migrate
 from ourvidz.db.models import WebhookDelivery
 from ourvidz.db.session import make_engine, make_session_factory
+from ourvidz.job_status import JobStatus
+from ourvidz.jobs.conclude import conclude
 from ourvidz.jobs.create import JobRequest, create_job, ensure_profile
+from ourvidz.jobs.lifecycle import Announcer
+from ourvidz.jobs.references import ReferenceRules
 from ourvidz.webhooks import (
     DEADLINE,
+    QUEUED_GRACE,
     Delivery,
     DeliveryStatus,
     WebhookFailed,
@@ -240,3 +245,30 @@ def test_two_runs_at_once_send_a_due_webhook_once(postgres_sessions: sessionmake
         assert [a.attempt for a in _attempts(postgres_sessions, webhook_id)] == [1, 2]
     finally:
         receiver.close()
+
+
+def test_a_webhook_queued_with_the_ending_is_sent_even_if_no_first_attempt_was_made(
+    sessions: sessionmaker[Session], receiver: Receiver
+) -> None:
+    """The process that ended the job died before its first attempt (here: an announcer that sends
+    nothing): the queued row makes deliver-webhooks send it once QUEUED_GRACE has passed."""
+    receiver.recover()
+    user_id = uuid.uuid4()
+    ensure_profile(sessions, user_id)
+    request = JobRequest(
+        user_id=user_id, job_type="sdxl_image_fast", prompt="a cove", webhook_url=receiver.url
+    )
+    job_id = create_job(sessions, request, rules=ReferenceRules(egress=PEERS_ALLOWED)).job.id
+    conclude(sessions, job_id, JobStatus.CANCELLED, announcer=Announcer(sessions, None))  # no attempt
+    webhook_id = webhook_id_for(job_id, "job.cancelled")
+    (history,) = list_deliveries(sessions, webhook_id=webhook_id)
+    assert history.attempts == [] and history.delivery.status(datetime.now(UTC)) is DeliveryStatus.PENDING
+    assert history.payload["status"] == "cancelled" and history.url == receiver.url
+    assert deliver_due(sessions, SENDER).attempts == []  # its first attempt may still be on its way
+    report = deliver_due(sessions, SENDER, datetime.now(UTC) + QUEUED_GRACE + timedelta(seconds=1))
+    assert (report.delivered, len(receiver.requests)) == (1, 1)
+    assert [(row.attempt, row.succeeded) for row in _attempts(sessions, webhook_id)] == [
+        (0, False),
+        (1, True),
+    ]
+    assert deliver_due(sessions, SENDER, datetime.now(UTC) + timedelta(minutes=10)).attempts == []

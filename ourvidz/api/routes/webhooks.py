@@ -43,7 +43,7 @@ class WebhookDeliveryOut(BaseModel):
         status = delivery.status(now)
         return cls(
             webhook_id=delivery.webhook_id, job_id=delivery.job_id, event_type=delivery.event_type,
-            url=history.attempts[-1].url, status=status, attempt_count=delivery.attempts,
+            url=history.url, status=status, attempt_count=delivery.attempts,
             first_attempt_at=delivery.first_at, last_attempt_at=delivery.last_at,
             next_attempt_at=delivery.next_attempt_at if status is DeliveryStatus.PENDING else None,
             payload=history.payload, attempts=history.attempts,
