@@ -145,7 +145,7 @@ class Announcer:
             self._pool.shutdown(wait=True)
 
 
-_SHARED: dict[sessionmaker[Session], Announcer] = {}
+_SHARED: dict[tuple[sessionmaker[Session], WebhookSender | None], Announcer] = {}
 _SHARED_LOCK = threading.Lock()
 
 
@@ -154,7 +154,8 @@ def default_announcer(sessions: sessionmaker[Session]) -> Announcer:
     say, in the background: whoever ends a job (a flow run holding a GPU slot, the dispatcher,
     recovery) never waits for a receiver. Attempts still running when the process exits are waited
     for (the pool's threads are joined at exit)."""
+    key = (sessions, WebhookSender.of(get_settings()))  # settings changed (tests): another announcer
     with _SHARED_LOCK:
-        if sessions not in _SHARED:
-            _SHARED[sessions] = Announcer(sessions, WebhookSender.of(get_settings()), background=True)
-        return _SHARED[sessions]
+        if key not in _SHARED:
+            _SHARED[key] = Announcer(sessions, key[1], background=True)
+        return _SHARED[key]
