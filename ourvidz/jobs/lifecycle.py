@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ourvidz.config import get_settings
+from ourvidz.config import Settings, get_settings
 from ourvidz.db.models import Image, Job, Video
 from ourvidz.db.types import utcnow
 from ourvidz.job_status import JobStatus, check_transition
@@ -145,7 +145,7 @@ class Announcer:
             self._pool.shutdown(wait=True)
 
 
-_SHARED: dict[tuple[sessionmaker[Session], WebhookSender | None], Announcer] = {}
+_SHARED: dict[tuple[sessionmaker[Session], int], tuple[Settings, Announcer]] = {}
 _SHARED_LOCK = threading.Lock()
 
 
@@ -154,8 +154,9 @@ def default_announcer(sessions: sessionmaker[Session]) -> Announcer:
     say, in the background: whoever ends a job (a flow run holding a GPU slot, the dispatcher,
     recovery) never waits for a receiver. Attempts still running when the process exits are waited
     for (the pool's threads are joined at exit)."""
-    key = (sessions, WebhookSender.of(get_settings()))  # settings changed (tests): another announcer
+    settings = get_settings()  # new settings (tests clear the cache): another announcer
+    key = (sessions, id(settings))  # the settings are kept with it, so their id is not reused
     with _SHARED_LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = Announcer(sessions, key[1], background=True)
-        return _SHARED[key]
+        if key not in _SHARED:  # the sender resolves the stack's own services: once, not per job
+            _SHARED[key] = (settings, Announcer(sessions, WebhookSender.of(settings), background=True))
+        return _SHARED[key][1]
