@@ -241,6 +241,13 @@ class Settings(BaseSettings):
     callback_tolerance_seconds: int = Field(
         300, ge=1, description="How old a signed job callback may be; older or replayed ones are refused."
     )
+    runner_lease_seconds: float = Field(
+        600.0,
+        ge=1.0,
+        description="How long a worker outside Prefect owns a job it reported processing (job-callback); "
+        "each of its reports renews it. A job whose runner stays silent longer is re-queued (or failed "
+        "with WORKER_LOST once out of attempts). Workers that report progress can use a shorter one.",
+    )
 
     def worker_slots(self, queue: str) -> int:
         """Flow runs of `queue` one worker runs at once; a queue without a setting (the maintenance

@@ -162,6 +162,10 @@ class Job(Base):
     template_name: Mapped[str | None] = mapped_column(String(128))
     queue: Mapped[str | None] = mapped_column(String(32))
     flow_run_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    # a worker outside Prefect that reported the job processing (job-callback) owns it while its lease,
+    # renewed by each of its reports, lasts; recovery re-queues a job whose runner went silent
+    runner: Mapped[str | None] = mapped_column(String(200))
+    runner_expires_at: Mapped[datetime | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
 

@@ -33,7 +33,7 @@ from ourvidz.orchestration.runs import FlowRuns, PrefectUnavailable
 
 BATCH = 100  # jobs read per round
 CONCURRENCY = 4  # flow runs created at once
-RETRY_SECONDS = 2.0  # after a round in which Prefect or the database was away
+RETRY_SECONDS = 1.0  # after a round in which Prefect or the database was away
 logger = logging.getLogger(__name__)
 
 

@@ -8,6 +8,12 @@ run crashes or is cancelled) brings each job here with what Prefect says of its 
 worker that hangs keeps heartbeating, so its run looks alive: the job's `progressed_at` gives it
 away, and its run is marked Crashed to free its queue's slot.
 
+A job that a worker outside Prefect runs (it reported it processing: `ourvidz.jobs.callbacks`) has
+no flow run; its runner's lease, renewed by each report, stands in for one, and a job whose runner
+went silent is recovered the same way, seconds after its lease expired. So is a processing job with
+neither a run nor a runner (nothing would ever move it). Queued jobs left without a run are the
+dispatcher's: the recovery flow nudges the dispatchers and reports them.
+
 Recovery only re-queues: the job loses its run link and the dispatcher gives it a new one. Every
 recovery is recorded in `metadata.recoveries`, whose length also makes the next dispatch's
 idempotency key new (the lost run is not returned again). A job out of attempts fails with
@@ -24,7 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ourvidz.db.models import Job
@@ -43,6 +49,7 @@ CHECK_BATCH = 500
 LEASE_CHECK_SECONDS = 2.0
 SETTLE = timedelta(seconds=30)  # a run younger than this may not be readable in Prefect yet
 PENDING_LIMIT = timedelta(minutes=10)
+UNDISPATCHED_LIMIT = timedelta(minutes=1)  # a queued job without a run this long: the dispatchers lag
 HUNG = "its worker hung"
 CANCELLED_IN_PREFECT = "its flow run was cancelled in Prefect"
 LOST_STATES = {
@@ -115,17 +122,28 @@ def fate_of(job: Watched, run: RunView | None, now: datetime, stall: timedelta) 
     return RunFate.ALIVE, ""
 
 
+def unowned(job: Job, now: datetime) -> bool:
+    """A processing job without a flow run whose runner's lease expired, or that has no runner (and
+    has had none for SETTLE): nothing alive will move it on."""
+    if job.status is not JobStatus.PROCESSING or job.flow_run_id is not None:
+        return False
+    if job.runner is not None:
+        return job.runner_expires_at is None or job.runner_expires_at <= now
+    return (job.progressed_at or job.started_at or job.created_at) <= now - SETTLE
+
+
 def recover_job(
     sessions: sessionmaker[Session],
     job_id: uuid.UUID,
-    flow_run_id: uuid.UUID,
+    flow_run_id: uuid.UUID | None,
     fate: RunFate,
     reason: str,
     announcer: Announcer | None = None,
 ) -> Outcome:
-    """Settle a job whose flow run `flow_run_id` met `fate`: re-queue it (the dispatcher gives it a new
-    run), fail it once its attempts are used up, or cancel it. A job that moved on meanwhile (final, or
-    on another run) is left alone."""
+    """Settle a job whose flow run `flow_run_id` met `fate` (None: a job without a run that nobody
+    runs any more, see `unowned`): re-queue it (the dispatcher gives it a new run), fail it once its
+    attempts are used up, or cancel it. A job that moved on meanwhile (final, on another run, its
+    runner heard from again) is left alone."""
     if fate is RunFate.ALIVE:
         return "unchanged"
     announcer = announcer or default_announcer(sessions)
@@ -134,6 +152,8 @@ def recover_job(
     with sessions.begin() as session:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or job.flow_run_id != flow_run_id or job.status.is_final:
+            return "unchanged"
+        if flow_run_id is None and not unowned(job, utcnow()):
             return "unchanged"
         if fate is RunFate.CANCELLED or (job.meta or {}).get(CANCEL_REQUESTED):
             ending = (JobStatus.CANCELLED, None, CANCELLED_IN_PREFECT if fate is RunFate.CANCELLED else None)
@@ -146,7 +166,7 @@ def recover_job(
             else:
                 if job.status is JobStatus.PROCESSING:
                     requeued = move(session, job, JobStatus.QUEUED)
-                job.flow_run_id = None
+                job.flow_run_id = job.runner = job.runner_expires_at = None
                 wake_dispatchers(session)
     if ending is None:
         if requeued is not None:
@@ -161,11 +181,12 @@ def recover_job(
     return "cancelled" if status is JobStatus.CANCELLED else "failed"
 
 
-def _record_recovery(job: Job, flow_run_id: uuid.UUID, reason: str) -> int:
+def _record_recovery(job: Job, flow_run_id: uuid.UUID | None, reason: str) -> int:
     recoveries = [*(job.meta or {}).get("recoveries", [])]
+    owner = {"flow_run_id": str(flow_run_id)} if flow_run_id else {"runner": job.runner}
     recoveries.append({
-        "at": utcnow().isoformat(), "flow_run_id": str(flow_run_id), "attempt": job.attempts,
-        "status": str(job.status), "reason": reason,
+        "at": utcnow().isoformat(), **owner, "attempt": job.attempts, "status": str(job.status),
+        "reason": reason,
     })  # fmt: skip
     job.meta = {**(job.meta or {}), "recoveries": recoveries}
     return len(recoveries)
@@ -174,13 +195,15 @@ def _record_recovery(job: Job, flow_run_id: uuid.UUID, reason: str) -> int:
 async def recover_lost_jobs(
     sessions: sessionmaker[Session], runs: FlowRuns, stall: timedelta, announcer: Announcer | None = None
 ) -> list[dict[str, Any]]:
-    """Settle every watched job whose run was lost, hung or cancelled; one row per action taken."""
+    """Settle every watched job whose run was lost, hung or cancelled, and every job nobody runs any
+    more; report queued jobs the dispatchers left without a run; one row per job."""
+    actions = await recover_unowned_jobs(sessions, announcer)
+    actions += await asyncio.to_thread(nudge_undispatched, sessions)
     watched = await asyncio.to_thread(watched_jobs, sessions)
     if not watched:
-        return []
+        return actions
     views = await runs.views([job.flow_run_id for job in watched])
     now = utcnow()
-    actions = []
     for job in watched:
         fate, reason = fate_of(job, views.get(job.flow_run_id), now, stall)
         if fate is RunFate.ALIVE:
@@ -223,6 +246,67 @@ async def recover_dead_workers(
     return actions
 
 
+def unowned_jobs(sessions: sessionmaker[Session], now: datetime) -> list[tuple[uuid.UUID, str, str | None]]:
+    """The processing jobs `unowned` picks (id, type, runner), oldest first."""
+    query = (
+        select(Job.id, Job.job_type, Job.runner)
+        .where(Job.status == JobStatus.PROCESSING, Job.flow_run_id.is_(None))
+        .where(
+            or_(
+                and_(
+                    Job.runner.is_not(None),
+                    or_(Job.runner_expires_at.is_(None), Job.runner_expires_at <= now),
+                ),
+                and_(Job.runner.is_(None), func.coalesce(Job.progressed_at, Job.started_at) <= now - SETTLE),
+            )
+        )
+        .order_by(Job.created_at)
+        .limit(CHECK_BATCH)
+    )
+    with sessions() as session:
+        return [(job_id, job_type, runner) for job_id, job_type, runner in session.execute(query)]
+
+
+async def recover_unowned_jobs(
+    sessions: sessionmaker[Session], announcer: Announcer | None = None
+) -> list[dict[str, Any]]:
+    """Re-queue (or fail, once out of attempts) every processing job nobody runs any more."""
+    actions = []
+    for job_id, job_type, runner in await asyncio.to_thread(unowned_jobs, sessions, utcnow()):
+        reason = (
+            f"its worker {runner} stopped reporting (its lease expired)"
+            if runner
+            else "it was processing with neither a flow run nor a worker"
+        )
+        outcome = await asyncio.to_thread(
+            recover_job, sessions, job_id, None, RunFate.LOST, reason, announcer
+        )
+        if outcome != "unchanged":
+            actions.append({"job_id": str(job_id), "job_type": job_type, "action": outcome, "reason": reason})
+    return actions
+
+
+def nudge_undispatched(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
+    """Queued jobs without a flow run for UNDISPATCHED_LIMIT: the dispatchers are woken (a lost
+    notification) and each job is reported; a dispatcher that is down is the self-check's to say."""
+    query = (
+        select(Job.id, Job.job_type)
+        .where(Job.status == JobStatus.QUEUED, Job.flow_run_id.is_(None))
+        .where(Job.created_at <= utcnow() - UNDISPATCHED_LIMIT)
+        .order_by(Job.created_at)
+        .limit(CHECK_BATCH)
+    )
+    with sessions.begin() as session:
+        waiting = list(session.execute(query))
+        if waiting:
+            wake_dispatchers(session)
+    reason = f"queued without a flow run for over {int(UNDISPATCHED_LIMIT.total_seconds())} s"
+    return [
+        {"job_id": str(job_id), "job_type": job_type, "action": "dispatchers woken", "reason": reason}
+        for job_id, job_type in waiting
+    ]
+
+
 def _jobs_on(sessions: sessionmaker[Session], lease: Lease) -> list[tuple[uuid.UUID, str, uuid.UUID]]:
     """The unfinished jobs whose current run is one the lease held."""
     if not lease.runs:
@@ -237,10 +321,12 @@ def _jobs_on(sessions: sessionmaker[Session], lease: Lease) -> list[tuple[uuid.U
 async def watch_leases(
     sessions: sessionmaker[Session], runs: FlowRuns, announcer: Announcer | None = None
 ) -> None:
-    """`recover_dead_workers` every LEASE_CHECK_SECONDS, forever (the dispatchers run it)."""
+    """`recover_dead_workers` and `recover_unowned_jobs` every LEASE_CHECK_SECONDS, forever (the
+    dispatchers run it)."""
     while True:
         try:
-            for action in await recover_dead_workers(sessions, runs, announcer):
+            actions = await recover_dead_workers(sessions, runs, announcer)
+            for action in actions + await recover_unowned_jobs(sessions, announcer):
                 logger.warning("job %s %s: %s", action["job_id"], action["action"], action["reason"])
         except Exception as exc:  # the database went away: this loop must outlive it
             logger.warning("worker lease check failed: %s", exc)

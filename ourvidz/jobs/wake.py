@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 CHANNEL = "ourvidz_jobs_queued"
 LISTEN_FALLBACK_SECONDS = 2.0  # a notification lost while the listener reconnected is found by then
+LISTEN_CHECK_SECONDS = 3.0  # how often a quiet LISTEN connection is checked
 POLL_SECONDS = 0.25  # without notifications, how long a job queued by another process may wait
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class QueuedJobs:
         self._woken = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()  # set while notifications can arrive
+        self.backend_pid: int | None = None  # the listening connection's server process
 
     @property
     def interval(self) -> float:
@@ -102,18 +104,30 @@ class QueuedJobs:
         return woken
 
     async def _listen(self, conninfo: str) -> None:
-        """LISTEN for as long as the dispatcher runs, reconnecting when the database comes back."""
+        """LISTEN for as long as the dispatcher runs, reconnecting when the database comes back. The
+        connection is checked every LISTEN_CHECK_SECONDS (a server restart or a network cut that sends
+        no reset would otherwise leave it waiting for notifications that never come)."""
+        cut = False
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True, connect_timeout=int(LISTEN_CHECK_SECONDS),
+                    application_name="ourvidz-dispatcher",
+                )  # fmt: skip
                 async with conn:
                     schema = (await (await conn.execute("SELECT current_schema()")).fetchone() or [None])[0]
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    if cut:  # a job queued while it was away is found now
+                        self._woken.set()
+                    self.backend_pid = conn.info.backend_pid
                     self.listening.set()
-                    async for note in conn.notifies():
-                        if note.payload == schema:
-                            self._woken.set()
-            except psycopg.Error as exc:
+                    while True:
+                        async for note in conn.notifies(timeout=LISTEN_CHECK_SECONDS):
+                            if note.payload == schema:
+                                self._woken.set()
+                        await asyncio.wait_for(conn.execute("SELECT 1"), LISTEN_CHECK_SECONDS)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
                 logger.warning("listening for queued jobs failed, polling meanwhile: %s", exc)
             self.listening.clear()
+            self.backend_pid, cut = None, True
             await asyncio.sleep(LISTEN_FALLBACK_SECONDS)

@@ -14,7 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from sqlalchemy.orm import Session, sessionmaker
 
+from ourvidz.db.models import Job
+from ourvidz.db.session import sessions_for
+from ourvidz.jobs.create import JobRequest, create_job
 from ourvidz.stack import free_port
 from tests.e2e.conftest import OURVIDZ
 
@@ -58,8 +62,9 @@ class _Client:
     """A new user of the stack (token from `ourvidz token`), queueing SDXL jobs and watching them."""
 
     def __init__(self, env: dict[str, str], gateway: str) -> None:
+        self.user_id = uuid.uuid4()
         token = subprocess.run(
-            [*OURVIDZ, "token", "--user", str(uuid.uuid4())],
+            [*OURVIDZ, "token", "--user", str(self.user_id)],
             env=env,
             capture_output=True,
             text=True,
@@ -107,9 +112,11 @@ def test_demo_runs_both_jobs_and_prints_their_files(tmp_path: Path) -> None:
     assert not _port_open(port), "the demo left its Prefect server running"
 
 
-def test_up_serves_restarts_a_dead_worker_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def test_up_serves_restarts_dead_parts_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     """`ourvidz up` as a user runs it: everything answers; its GPU worker killed mid-job is restarted and
-    the job completes with nobody involved; Ctrl-C stops every part."""
+    the job completes with nobody involved; its gateway (and dispatcher) killed, the jobs recorded
+    meanwhile have their flow runs within 5 s of it answering again; its maintenance worker killed is
+    restarted; the stack stays up through all of it, and Ctrl-C stops every part."""
     port = free_port()
     env = _env(tmp_path, port)
     process = subprocess.Popen(
@@ -153,6 +160,29 @@ def test_up_serves_restarts_a_dead_worker_and_stops_on_ctrl_c(tmp_path: Path) ->
         assert "gpu-worker exited with code -9; restarting in 1 s" in "".join(lines)
         done = client.wait(slow, ("completed", "failed", "cancelled"), timeout=420)
         assert done["job"]["status"] == "completed", done
+        # The gateway dies, with its dispatcher: jobs recorded meanwhile (as a gateway that only records
+        # would) are dispatched as soon as it is back.
+        os.kill(_pid("ourvidz", "api", "--port", gateway_port), signal.SIGKILL)
+        sessions = sessions_for(f"sqlite:///{tmp_path / 'ourvidz.db'}")
+        request = JobRequest(
+            user_id=client.user_id, job_type="sdxl_image_fast", prompt="a dock", metadata=SMALL
+        )
+        recorded = [create_job(sessions, request).job.id for _ in range(3)]
+        _wait_for(
+            lambda: "gateway restarted (restart 1)" in "".join(lines), 60, "the gateway's restart", process
+        )
+        _wait_for(lambda: _answers(f"{gateway}/health"), 60, "the gateway to answer", process)
+        _wait_for(lambda: _all_dispatched(sessions, recorded), 5, "flow runs of the jobs recorded", process)
+        assert "gateway exited with code -9; restarting in 1 s" in "".join(lines)
+        # The maintenance worker dies: restarted, and the jobs complete meanwhile.
+        os.kill(_pid("ourvidz", "worker", "--pool", "maintenance", "--no-warm-up"), signal.SIGKILL)
+        _wait_for(
+            lambda: "maintenance-worker restarted (restart 1)" in "".join(lines), 60, "its restart", process
+        )
+        for job_id in recorded:
+            assert (
+                client.wait(str(job_id), ("completed", "failed", "cancelled"))["job"]["status"] == "completed"
+            )
         assert process.poll() is None, "".join(lines)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
@@ -163,6 +193,18 @@ def test_up_serves_restarts_a_dead_worker_and_stops_on_ctrl_c(tmp_path: Path) ->
     while _port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _port_open(port), "Ctrl-C left the Prefect server running"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _all_dispatched(sessions: sessionmaker[Session], job_ids: list[uuid.UUID]) -> bool:
+    with sessions() as session:
+        return all(session.get_one(Job, job_id).flow_run_id is not None for job_id in job_ids)
 
 
 def _wait_for(

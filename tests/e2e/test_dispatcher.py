@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import uuid
 from datetime import timedelta
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from ourvidz.db import migrate
 from ourvidz.db.session import sessions_for
@@ -107,6 +109,36 @@ def test_postgres_wakes_dispatchers_of_other_processes_when_a_job_commits(privat
         return after_rollback, after_commit
 
     assert asyncio.run(scenario()) == (False, True)
+
+
+def test_the_listener_is_back_within_seconds_after_its_connection_is_cut(private_database: str) -> None:
+    """Its server process terminated (as a database restart does): the dispatcher listens again within
+    seconds, and a job committed then wakes it."""
+    sessions = sessions_for(private_database)
+    user = uuid.uuid4()
+    ensure_profile(sessions, user)
+
+    def terminate(pid: int) -> None:
+        with sessions.begin() as session:
+            assert session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+
+    async def scenario() -> tuple[float, bool]:
+        async with QueuedJobs(private_database) as queued:
+            first = queued.backend_pid
+            assert first is not None and queued.listening.is_set()
+            await asyncio.to_thread(terminate, first)
+            cut = time.monotonic()
+            while queued.backend_pid in (None, first) or not queued.listening.is_set():
+                assert time.monotonic() - cut < 30, "the listener did not come back"
+                await asyncio.sleep(0.05)
+            back = time.monotonic() - cut
+            await queued.wait()  # the wake-up of coming back (a job may have been queued meanwhile)
+            with sessions.begin() as session:
+                add_job(session, JobRequest(user_id=user, job_type="sdxl_image_fast", prompt="after the cut"))
+            return back, await queued.wait()
+
+    back, woken = asyncio.run(scenario())
+    assert woken and back < 10
 
 
 def test_a_job_recorded_in_this_process_wakes_its_dispatcher_at_commit(job_database: str) -> None:

@@ -60,7 +60,7 @@ def test_signed_callbacks_follow_the_life_cycle(gateway: Gateway) -> None:
     processing = gateway.callback({"jobId": str(job.id), "status": "processing"})
     assert processing.status_code == 200 and processing.json()["job"]["status"] == "processing"
     again = gateway.callback({"jobId": str(job.id), "status": "processing"})
-    assert again.status_code == 200 and "nothing changed" in again.json()["message"]
+    assert again.status_code == 200 and "lease is renewed" in again.json()["message"]
     paths = [f"{job.user_id}/{job.id}/{i}.png" for i in range(3)]
     done = {"jobId": str(job.id), "status": "completed", "imageUrls": paths, "enhancedPrompt": "x, detailed"}
     completed = gateway.callback(done)

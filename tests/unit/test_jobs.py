@@ -368,7 +368,7 @@ def test_a_worker_report_moves_the_job_like_the_flow_does(
     job = _job(sessions, user, metadata={"num_images": 3})
     assert apply_report(sessions, WorkerReport(job.id, "processing"), announcer).message == "job processing"
     again = apply_report(sessions, WorkerReport(job.id, "processing"), announcer)
-    assert again.message == "job already processing; nothing changed"
+    assert again.message == "job already processing; its runner's lease is renewed"
     keys = [f"{user}/{job.id}/{n}.png" for n in range(3)]
     report = WorkerReport(
         job.id, "completed", [Output("image", n, key=key, width=64) for n, key in enumerate(keys)],

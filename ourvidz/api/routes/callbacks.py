@@ -12,10 +12,13 @@ cycle; delivering the same update twice changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
 import time
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -26,6 +29,7 @@ from ourvidz.api.errors import ApiError
 from ourvidz.api.schemas.callbacks import CallbackResponse, JobCallbackRequest
 from ourvidz.api.schemas.jobs import JobRecord
 from ourvidz.jobs.callbacks import apply_report
+from ourvidz.orchestration.runs import PrefectUnavailable
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["workers"])
@@ -113,8 +117,13 @@ def _secret(gw: Gateway) -> str:
 
 
 @router.post("/job-callback", response_model=CallbackResponse, openapi_extra=_BODY)
-def job_callback(body: Annotated[bytes, Depends(verified_body)], gw: GatewayDep) -> CallbackResponse:
-    """Record a worker's processing / completed / failed report for a job."""
+async def job_callback(body: Annotated[bytes, Depends(verified_body)], gw: GatewayDep) -> CallbackResponse:
+    """Record a worker's processing / completed / failed report for a job; a processing report makes
+    the worker the job's runner (and renews its lease), and the flow run the job had is cancelled."""
     report = JobCallbackRequest.model_validate_json(body).report()
-    job, message = apply_report(gw.sessions, report, gw.announcer)
+    lease = timedelta(seconds=gw.settings.runner_lease_seconds)
+    job, message, detached = await asyncio.to_thread(apply_report, gw.sessions, report, gw.announcer, lease)
+    if detached is not None:  # a run that starts anyway finds the job taken and does nothing
+        with contextlib.suppress(PrefectUnavailable):
+            await gw.runs.cancel(detached, f"its job is run by worker {job.runner}")
     return CallbackResponse(job=JobRecord.of(job), message=message, jobId=job.id, status=job.status)

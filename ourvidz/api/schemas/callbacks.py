@@ -56,12 +56,17 @@ class JobCallbackRequest(Request):
     error_message: str | None = either("errorMessage", "error_message", **MESSAGE)
     enhanced_prompt: str | None = either("enhancedPrompt", "enhanced_prompt", **MESSAGE)
     metadata: Metadata | None = None
+    worker_id: str | None = either("worker_id", "workerId", max_length=200)
+    progress: int | None = Field(
+        default=None, ge=0, le=100, description="Percent done, in a processing report (renews the lease)."
+    )
 
     def report(self) -> WorkerReport:
         """The core's report, with every reported file whichever spelling the worker used."""
         return WorkerReport(
             job_id=self.job_id, status=self.status, outputs=self._outputs(),
             error_message=self.error_message, enhanced_prompt=self.enhanced_prompt, metadata=self.metadata,
+            worker_id=self.worker_id, progress=self.progress,
         )  # fmt: skip
 
     def _outputs(self) -> list[Output]:
