@@ -72,7 +72,7 @@ async def generate(spec: JobSpec, prompt: str) -> GenerationResult:
         result = await runtime.generate_async(
             request,
             OutputPlace(bucket=spec.bucket, user_id=spec.user_id, job_id=spec.id),
-            Control(progress=reporter.report, cancel=cancel),
+            Control(progress=reporter.report, cancel=cancel, waiting=reporter.waiting),
         )
     loads = runtime.pipelines.total_loads
     get_run_logger().info(

@@ -37,6 +37,10 @@ def job_status_update(event: Event) -> dict[str, Any] | None:
         "status": status,
         "progress": int(payload.get("progress", 100 if status == "completed" else 0)),
     }
+    if payload.get("phase"):  # generating, or waiting_for_device with the requests ahead of it
+        update["phase"] = payload["phase"]
+        if payload.get("position") is not None:
+            update["devicePosition"] = payload["position"]
     if status == "completed":
         assets = payload.get("assets") or []
         files = {a["type"]: f"/files/{a['bucket']}/{a['key']}" for a in reversed(assets) if "bucket" in a}

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 ProgressFn = Callable[[int, int], None]
+WaitingFn = Callable[[int], None]
 
 
 class Cancelled(Exception):
@@ -15,10 +16,12 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """`progress(step, total)` after every denoising step, and a flag that cancels the request."""
+    """`progress(step, total)` after every denoising step; `waiting(position)` while the request waits
+    for the device (0: it runs next), each time the device moves on; and a flag that cancels it."""
 
     progress: ProgressFn | None = None
     cancel: threading.Event | None = None
+    waiting: WaitingFn | None = None
 
     @property
     def cancelled(self) -> bool:

@@ -4,6 +4,12 @@ Flow runs in a worker submit requests from many threads; the executor runs one p
 so the device is never oversubscribed. An SDXL request waits up to `batch_window` seconds for
 compatible requests (same size, steps, guidance), which then share one batched call; the images are
 split back per request, each with its own seeds.
+
+A long call does not hold the other families for its whole length: between two denoising steps of a
+Wan call (`INTERLEAVED`), the executor runs the next waiting request of another family (an SDXL
+image takes a few Wan steps' time), then the video goes on. Requests that wait are told their
+position each time the device moves on (`Control.waiting`), so a job waiting for the device is seen
+to wait, not taken for hung.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ class _Item:
     call: Callable[[PipelineCache], Any] | None = None
 
 
+INTERLEAVED = frozenset({"wan"})  # families whose calls let other families' requests run between steps
+
+
 class ExecutorClosed(RuntimeError):
     """The executor was shut down before the request ran."""
 
@@ -54,6 +63,7 @@ class DeviceExecutor:
         self._pending: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._running: str | None = None  # the family of the call on the device, while one runs
         self._thread = threading.Thread(target=self._loop, name="ourvidz-device", daemon=True)
         self._thread.start()
 
@@ -90,7 +100,43 @@ class DeviceExecutor:
                 raise ExecutorClosed("generation executor is shut down")
             self._pending.append(item)
             self._cond.notify_all()
+            position = len(self._pending) - 1
+        if item.control.waiting is not None and self._running is not None:
+            item.control.waiting(position)
         return item.future
+
+    def _tell_waiting(self) -> None:
+        """Each waiting request's position (the device just moved on)."""
+        with self._cond:
+            waiting = list(self._pending)
+        for position, item in enumerate(waiting):
+            if item.control.waiting is not None:
+                try:
+                    item.control.waiting(position)
+                except Exception:  # a caller's callback never stops the device
+                    continue
+
+    def _between_steps(self) -> None:
+        """After a step of an interleaved call: the next waiting request of another family (with what
+        it batches with) runs now, then the call goes on."""
+        self._tell_waiting()
+        with self._cond:
+            other = next(
+                (item for item in self._pending if item.request and item.request.family != self._running),
+                None,
+            )
+            if other is None:
+                return
+            self._pending.remove(other)
+            batch = [other]
+            assert other.request is not None
+            if other.request.batch_key is not None and self.max_batch_images > 1:
+                self._gather(batch, other.request.batch_key, window=0.0)
+        outer, self._running = self._running, other.request.family
+        try:
+            self._execute(batch, between_steps=self._tell_waiting)
+        finally:
+            self._running = outer
 
     def _loop(self) -> None:
         while True:
@@ -103,11 +149,18 @@ class DeviceExecutor:
                 key = batch[0].request.batch_key if batch[0].request else None
                 if key is not None and self.max_batch_images > 1:
                     self._gather(batch, key)
-            self._execute(batch)
+            first = batch[0].request
+            self._running = first.family if first else "call"
+            try:
+                between = self._between_steps if first and first.family in INTERLEAVED else self._tell_waiting
+                self._execute(batch, between_steps=between)
+            finally:
+                self._running = None
+            self._tell_waiting()
 
-    def _gather(self, batch: list[_Item], key: tuple[object, ...]) -> None:
+    def _gather(self, batch: list[_Item], key: tuple[object, ...], window: float | None = None) -> None:
         """Add compatible pending requests to `batch` until it is full or the window has passed."""
-        deadline = time.monotonic() + self.batch_window
+        deadline = time.monotonic() + (self.batch_window if window is None else window)
         while True:
             images = sum(item.request.num_images for item in batch if item.request)
             for item in list(self._pending):
@@ -125,7 +178,7 @@ class DeviceExecutor:
                 return
             self._cond.wait(remaining)
 
-    def _execute(self, batch: list[_Item]) -> None:
+    def _execute(self, batch: list[_Item], between_steps: Callable[[], None] | None = None) -> None:
         live = []
         for item in batch:
             if not item.future.set_running_or_notify_cancel():
@@ -143,7 +196,8 @@ class DeviceExecutor:
         family = requests[0].family
         try:
             pipeline = self.pipelines.get(requests[0].pipeline)
-            results = run_pipeline(pipeline, requests, [i.control for i in live], self.encoders.get(family))
+            controls = [item.control for item in live]
+            results = run_pipeline(pipeline, requests, controls, self.encoders.get(family), between_steps)
         except Exception as exc:
             for item in live:
                 item.future.set_exception(exc)

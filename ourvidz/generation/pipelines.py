@@ -61,11 +61,13 @@ def run_pipeline(
     requests: Sequence[GenerationRequest],
     controls: Sequence[Control],
     encode: Encoder | None = None,
+    between_steps: Callable[[], None] | None = None,
 ) -> list[np.ndarray | Cancelled]:
     """Run compatible `requests` as one call; per request, uint8 frames (images, frames, H, W, 3).
 
     A request cancelled while others in its batch go on gets a `Cancelled` in its place. When every
     request is cancelled the call stops at the next step boundary and `Cancelled` is raised.
+    `between_steps` runs after each step's progress (the executor runs other work there).
     """
     first = requests[0]
     batchable = first.batch_key is not None and all(r.batch_key == first.batch_key for r in requests)
@@ -79,6 +81,8 @@ def run_pipeline(
         for control in controls:
             if control.progress is not None and not control.cancelled:
                 control.progress(step + 1, total)
+        if between_steps is not None:
+            between_steps()
         return tensors
 
     encode = encode or DEFAULT_ENCODERS[first.family]

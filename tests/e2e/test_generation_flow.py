@@ -26,6 +26,7 @@ SMALL_SDXL = {"width": 128, "height": 128, "steps": 4}
 COMPATIBLE_SDXL = {"width": 128, "height": 128, "steps": 10}  # one batch key: same size and steps
 LONG_SDXL = {"width": 1024, "height": 1024, "steps": 100}  # long on the device: the burst queues behind
 SMALL_VIDEO = {"width": 64, "height": 64, "steps": 3, "frames": 9}
+LONG_VIDEO = {"width": 256, "height": 256, "steps": 100, "frames": 33}  # minutes on this CPU
 
 
 def _task_names(orchestra: Orchestra, flow_run_id: uuid.UUID) -> list[str]:
@@ -175,6 +176,32 @@ def test_cancelling_a_running_job_stops_it_between_steps(orchestra: Orchestra) -
     with orchestra.sessions() as session:
         placeholder = session.scalars(select(Image).where(Image.job_id == job_id)).one()
         assert (placeholder.status, placeholder.storage_key) == ("cancelled", None)
+
+
+def test_an_image_asked_for_during_a_long_video_is_done_while_the_video_generates(
+    orchestra: Orchestra,
+) -> None:
+    """One worker, one device: the SDXL job runs between the video's denoising steps instead of after
+    the whole video (which is then cancelled, not waited for)."""
+    video_id = orchestra.submit("video_fast", metadata=LONG_VIDEO)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with orchestra.sessions() as session:
+            video = session.get_one(Job, video_id)
+        if video.progress > 0:
+            break
+        time.sleep(0.1)
+    assert video.status is JobStatus.PROCESSING and video.progress > 0, "the video did not start"
+    image = orchestra.wait_final([orchestra.submit("sdxl_image_fast", metadata=SMALL_SDXL)], timeout=120)
+    with orchestra.sessions() as session:
+        video = session.get_one(Job, video_id)
+    (done,) = image.values()
+    assert done.status is JobStatus.COMPLETED
+    assert video.status is JobStatus.PROCESSING and video.progress < 95, "the image waited for the video"
+    assert video.flow_run_id is not None
+    with orchestra.client() as client:
+        client.set_flow_run_state(video.flow_run_id, Cancelling(), force=True)
+    assert orchestra.wait_final([video_id], timeout=120)[video_id].status is JobStatus.CANCELLED
 
 
 def test_the_worker_keeps_one_pipeline_per_model(orchestra: Orchestra) -> None:
