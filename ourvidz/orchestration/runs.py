@@ -7,6 +7,7 @@ The core (`ourvidz.jobs`) sees runs only as `RunView`s and ids, and Prefect's fa
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -24,6 +25,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import WorkerStatus
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.runtime import deployment, flow_run
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Cancelling, Crashed, Scheduled, to_state_create
 
 from ourvidz.orchestration.names import deployment_name, generation_run_name
@@ -68,6 +70,12 @@ class PrefectUnavailable(RuntimeError):
 
 
 PREFECT_ERRORS = (httpx.HTTPError, PrefectHTTPStatusError, ObjectNotFound, OSError)
+
+
+def failing_fast() -> AbstractContextManager[object]:
+    """Prefect calls made in this context (this task and the tasks it starts) fail at once instead of
+    retrying with the client's back-off (2, 4, 8, 16, 32 s): for loops that retry on their own."""
+    return temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
 
 
 class FlowRuns:
