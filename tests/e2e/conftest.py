@@ -32,6 +32,7 @@ from ourvidz.config import Settings, get_settings
 from ourvidz.db import migrate
 from ourvidz.db.models import Job, Profile
 from ourvidz.db.session import sessions_for
+from ourvidz.job_status import JobStatus
 from ourvidz.jobs.create import JobRequest, create_job, ensure_profile
 from ourvidz.jobs.references import ReferenceRules
 from ourvidz.jobs.wake import wake_dispatchers
@@ -125,12 +126,26 @@ class Orchestra:
                     return run
                 time.sleep(0.2)
 
+    def wait_generating(self, job_id: uuid.UUID, timeout: float = 120) -> Job:
+        """The job once it is generating (processing, with some progress)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.sessions() as session:
+                job = session.get_one(Job, job_id)
+            if job.status is JobStatus.PROCESSING and job.progress > 0:
+                return job
+            assert time.monotonic() < deadline and not job.status.is_final, job.status
+            time.sleep(0.1)
+
     def forget_chat_worker(self) -> None:
         """Remove the registered chat worker, so later tests of the session see none."""
         forget(self.sessions, CHAT)
 
     def worker_status(self) -> dict:
         return httpx.get(self.worker_health_url, timeout=5).json()
+
+
+LEFT_BEHIND_SECONDS = 180.0  # what the session's worker gets to end the jobs still going at its end
 
 
 @pytest.fixture(scope="session")
@@ -173,8 +188,27 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory, orchestra_database: str)
         ensure_profile(sessions, user_id)
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             yield Orchestra(settings, sessions, api_url, health_url, gateway_url, stack, user_id)
+        _no_job_left_behind(sessions)
     finally:
         stack.stop()
+
+
+def _no_job_left_behind(sessions: sessionmaker[Session], timeout: float = LEFT_BEHIND_SECONDS) -> None:
+    """Every job the tier made ends final, with the stack still running to end it: a test that leaves
+    one queued or processing for ever is a defect (no job may stay non-final without a live owner)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sessions() as session:
+            left = session.execute(
+                sa.select(
+                    Job.id, Job.job_type, Job.status, Job.flow_run_id, Job.runner, Job.original_prompt
+                ).where(Job.status.in_([JobStatus.QUEUED, JobStatus.PROCESSING]))
+            ).all()
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{len(left)} job(s) left non-final by the tier: " + "; ".join(map(str, left[:20])))
+        time.sleep(1)
 
 
 @contextmanager

@@ -175,18 +175,6 @@ def _stored_events(job_id: uuid.UUID, name: str) -> int:
     return found
 
 
-def _running(orchestra: Orchestra, job_id: uuid.UUID) -> Job:
-    """The job once it is generating (processing, with some progress)."""
-    deadline = time.monotonic() + 120
-    while True:
-        with orchestra.sessions() as session:
-            job = session.get_one(Job, job_id)
-        if job.status is JobStatus.PROCESSING and job.progress > 0:
-            return job
-        assert time.monotonic() < deadline and not job.status.is_final, job.status
-        time.sleep(0.1)
-
-
 def _run_for(orchestra: Orchestra, job_id: uuid.UUID, state: Any) -> uuid.UUID:
     """A flow run of the job's deployment in `state`, linked from the job as its run."""
     with orchestra.client() as client:
@@ -224,7 +212,7 @@ def test_the_flow_fails_a_job(owner: Owner, orchestra: Orchestra) -> None:
 
 def test_a_run_cancelled_in_prefect_while_generating_ends_its_job(owner: Owner, orchestra: Orchestra) -> None:
     job_id = owner.queue({"jobType": "sdxl_image_fast", "prompt": "slow", "metadata": SLOW})
-    job = _running(orchestra, job_id)
+    job = orchestra.wait_generating(job_id)
     with orchestra.client() as client:
         client.set_flow_run_state(job.flow_run_id, Cancelling(message="an operator stopped it"))
     job = owner.ended_once(job_id, "cancelled")
@@ -261,7 +249,7 @@ def test_cancelling_a_queued_job_through_the_gateway(owner: Owner, orchestra: Or
 
 def test_cancelling_a_running_job_through_the_gateway(owner: Owner, orchestra: Orchestra) -> None:
     job_id = owner.queue({"jobType": "sdxl_image_fast", "prompt": "slow", "metadata": SLOW})
-    _running(orchestra, job_id)
+    orchestra.wait_generating(job_id)
     answer = httpx.post(f"{orchestra.gateway_url}/jobs/{job_id}/cancel", headers=owner.headers())
     assert answer.status_code == 202 and "next step" in answer.json()["message"]
     owner.ended_once(job_id, "cancelled")

@@ -160,14 +160,8 @@ def test_a_burst_of_sdxl_jobs_batches_within_the_queue_limit(orchestra: Orchestr
 
 def test_cancelling_a_running_job_stops_it_between_steps(orchestra: Orchestra) -> None:
     job_id = orchestra.submit("sdxl_image_fast", metadata={"width": 256, "height": 256, "steps": 100})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with orchestra.sessions() as session:
-            job = session.get_one(Job, job_id)
-        if job.progress > 0:
-            break
-        time.sleep(0.1)
-    assert job.status is JobStatus.PROCESSING and job.flow_run_id is not None
+    job = orchestra.wait_generating(job_id)
+    assert job.flow_run_id is not None
     with orchestra.client() as client:
         client.set_flow_run_state(job.flow_run_id, Cancelling(), force=True)
     job = orchestra.wait_final([job_id], timeout=60)[job_id]
@@ -184,14 +178,7 @@ def test_an_image_asked_for_during_a_long_video_is_done_while_the_video_generate
     """One worker, one device: the SDXL job runs between the video's denoising steps instead of after
     the whole video (which is then cancelled, not waited for)."""
     video_id = orchestra.submit("video_fast", metadata=LONG_VIDEO)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with orchestra.sessions() as session:
-            video = session.get_one(Job, video_id)
-        if video.progress > 0:
-            break
-        time.sleep(0.1)
-    assert video.status is JobStatus.PROCESSING and video.progress > 0, "the video did not start"
+    orchestra.wait_generating(video_id)
     image = orchestra.wait_final([orchestra.submit("sdxl_image_fast", metadata=SMALL_SDXL)], timeout=120)
     with orchestra.sessions() as session:
         video = session.get_one(Job, video_id)
