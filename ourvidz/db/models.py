@@ -404,3 +404,18 @@ class WorkerHealth(Base):
     active_jobs: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     checked_at: Mapped[datetime] = _created()
+
+
+class ContentRefusal(Base):
+    """One text the content gate refused: its category, the layer that refused it and the text's short
+    hash, never the text (the `ourvidz_content_refusals_total` metric counts these)."""
+
+    __tablename__ = "content_refusals"
+    __table_args__ = (Index("ix_content_refusals_created_at", "created_at"),)
+
+    id: Mapped[uuid.UUID] = _pk()
+    user_id: Mapped[uuid.UUID | None]
+    category: Mapped[str] = mapped_column(String(32))
+    layer: Mapped[str] = mapped_column(String(16))
+    text_hash: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = _created()

@@ -20,7 +20,7 @@ from ourvidz.db.session import make_engine
 EXPECTED_TABLES = {
     "profiles", "user_roles", "projects", "jobs", "images", "videos", "system_config", "prompt_templates",
     "negative_prompts", "conversations", "messages", "usage_logs", "webhook_deliveries", "worker_health",
-    "workers", "worker_leases",
+    "workers", "worker_leases", "content_refusals",
 }  # fmt: skip
 
 

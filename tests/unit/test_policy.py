@@ -223,13 +223,14 @@ def test_prohibited_cannot_be_disabled_by_an_operator(tmp_path: Path) -> None:
         check_prompt(policy, "a child, zorblax", U, True)
     assert excinfo.value.category is MINORS
     # No argument of the public entry points can switch the check off.
-    assert list(inspect.signature(ContentPolicy).parameters) == ["operator_dir"]
+    assert list(inspect.signature(ContentPolicy).parameters) == ["operator_dir", "semantic_model"]
     assert list(inspect.signature(check_prompt).parameters) == [
         "policy",
         "text",
         "allowed_tier",
         "age_verified",
         "requested_tier",
+        "moderator",
     ]
 
 
@@ -401,7 +402,7 @@ def test_log_helper_never_contains_the_text(caplog: pytest.LogCaptureFixture) ->
     assert digest == text_hash(text) and len(digest) == 12
     with pytest.raises(ContentProhibited):
         check_prompt(get_policy(None), text, U, True)
-    messages = [record.getMessage() for record in caplog.records if "prohibited" in record.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if "content prohibited" in r.getMessage()]
     assert len(messages) == 2
     for message in messages:
         assert "category=minors" in message and digest in message

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from ourvidz.api.schemas.common import Request, SimpleResponse, either
 from ourvidz.jobs.create import Url
 
-WorkerType = Literal["sdxl", "wan", "video", "chat"]
+WorkerType = Literal["sdxl", "wan", "video", "chat", "moderation"]
 Protocol = Literal["openai", "ourvidz"]
 SEED_CHAT_WORKER_TYPE = "pure_inference_engine"  # what the seed's chat worker calls itself
 

