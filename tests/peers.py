@@ -4,6 +4,7 @@ a file host."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import threading
@@ -33,7 +34,8 @@ class _Quiet(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the caller gave up waiting
+            self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass

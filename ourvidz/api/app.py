@@ -25,6 +25,7 @@ from ourvidz.jobs.lifecycle import Announcer
 from ourvidz.jobs.references import ReferenceRules
 from ourvidz.orchestration.pool import PoolWatch
 from ourvidz.orchestration.runs import FlowRuns
+from ourvidz.policy import warm_up
 from ourvidz.storage import Storage
 from ourvidz.webhooks import WebhookSender
 
@@ -60,12 +61,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             dispatcher = asyncio.create_task(
                 run_dispatcher(sessions, runs, settings.database_url, gw.announcer), name="ourvidz-dispatcher"
             )
+        # the semantic content model loads in the background (seconds): a check that needs it meanwhile waits
+        warm = asyncio.create_task(asyncio.to_thread(warm_up, gw.policy), name="ourvidz-content-model")
         # what startup loaded (Prefect, FastAPI, SQLAlchemy) lives as long as the process: moved out of
         # the collector's generations, it is not rescanned by every full collection during requests
         gc.freeze()
         try:
             yield
         finally:
+            await asyncio.gather(warm, return_exceptions=True)
             if dispatcher is not None:  # a dispatch cut short is redone by the next dispatcher: same key
                 dispatcher.cancel()
                 await asyncio.gather(dispatcher, return_exceptions=True)

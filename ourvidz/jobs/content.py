@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -75,15 +77,27 @@ def check_content(
             moderator=moderator(session),
         )  # fmt: skip
     except ContentProhibited as refusal:
-        record_refusal(session, user_id, refusal)
+        refusal.user_id = user_id
         raise
 
 
-def record_refusal(session: Session, user_id: uuid.UUID | None, refusal: ContentProhibited) -> None:
-    """Keep the refusal in a transaction of its own (the caller's is rolled back by the refusal)."""
+@contextmanager
+def refusals_recorded(sessions: sessionmaker[Session]) -> Iterator[None]:
+    """Around a transaction that checks content: a refusal that ends it is recorded after it."""
     try:
-        with Session(session.get_bind()) as own, own.begin():
-            own.add(ContentRefusal(
+        yield
+    except ContentProhibited as refusal:
+        record_refusal(sessions, refusal)
+        raise
+
+
+def record_refusal(sessions: sessionmaker[Session], refusal: ContentProhibited) -> None:
+    """Keep a refusal (category, layer, hash; never the text) for the metrics. Called where the refusal
+    is handled, after the transaction it rolled back: a record made inside it would be rolled back too."""
+    user_id = refusal.user_id if isinstance(refusal.user_id, uuid.UUID) else None
+    try:
+        with sessions.begin() as session:
+            session.add(ContentRefusal(
                 user_id=user_id, category=refusal.category.value, layer=refusal.layer.value,
                 text_hash=refusal.text_hash,
             ))  # fmt: skip
@@ -99,5 +113,5 @@ def check_text(
     policy: ContentPolicy | None = None,
 ) -> Verdict:
     """`check_content` in a session of its own (an enhancement or a chat turn)."""
-    with sessions() as session:
+    with refusals_recorded(sessions), sessions() as session:
         return check_content(session, user_id, text, requested, policy)

@@ -22,7 +22,7 @@ from ourvidz.auth import Role
 from ourvidz.db.models import Image, Job, Profile, Project, UserRole, Video
 from ourvidz.egress import UrlNotAllowed
 from ourvidz.job_status import JobStatus
-from ourvidz.jobs.content import check_content
+from ourvidz.jobs.content import check_content, refusals_recorded
 from ourvidz.jobs.errors import InvalidJob, NotFound
 from ourvidz.jobs.references import NO_RULES, ReferenceRules, check_access
 from ourvidz.jobs.spec import Checked, check_job
@@ -77,7 +77,7 @@ def accept_job(
     round trips and one commit). A retry with the same idempotency key gets the first job, also when
     the two race (the unique constraint stops the second insert)."""
     try:
-        with sessions.begin() as session:
+        with refusals_recorded(sessions), sessions.begin() as session:
             new = add_job(session, request, max_metadata_bytes, policy, rules=rules)
             return Accepted(new.job, new.created, queue_length(session, new.job.queue))
     except IntegrityError:

@@ -21,7 +21,7 @@ from ourvidz.catalog import JobType, get_job_type
 from ourvidz.config import Settings, get_settings
 from ourvidz.db.models import Job
 from ourvidz.egress import EgressPolicy, policies
-from ourvidz.jobs.content import check_content, content_policy
+from ourvidz.jobs.content import check_content, content_policy, refusals_recorded
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.policy import ContentPolicy, ContentProhibited, ContentTier, tier_permitted
 from ourvidz.prompts import Enhancement, rules_enhance
@@ -135,7 +135,7 @@ def apply_enhancement(sessions: sessionmaker[Session], spec: JobSpec) -> str:
         prompt, strategy, details = result.prompt, result.strategy, enhancement_metadata(result)
     elif given := spec.metadata.get("enhanced_prompt"):
         prompt, strategy = given, PROVIDED
-    with sessions.begin() as session:
+    with refusals_recorded(sessions), sessions.begin() as session:
         check_content(session, spec.user_id, prompt, spec.content_tier)
         job = session.get_one(Job, spec.id)
         job.enhanced_prompt = prompt

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ourvidz.policy import PolicyError
+from ourvidz.policy import ContentCheckUnavailable, PolicyError
 
 # Why a job failed, beyond the request checks (INVALID_PARAMETERS, CONTENT_PROHIBITED, ...).
 GENERATION_FAILED = "GENERATION_FAILED"  # the pipeline raised (the exception is for operators' eyes only)
@@ -94,7 +94,7 @@ class Failure:
     def of(cls, exc: BaseException) -> Failure:
         """The failure an exception stands for: a refusal keeps its code and words, anything else is
         sorted by its type and told with the code's public message."""
-        if isinstance(exc, JobError | PolicyError):
+        if isinstance(exc, JobError | PolicyError | ContentCheckUnavailable):
             cause = exc.__cause__
             return cls(exc.code, str(exc), None if cause is None else f"{type(cause).__name__}: {cause}")
         kind = type(exc).__name__

@@ -15,12 +15,12 @@ from ourvidz.config import get_settings
 from ourvidz.db.models import Job
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.conclude import conclude
-from ourvidz.jobs.content import check_content
+from ourvidz.jobs.content import check_content, record_refusal
 from ourvidz.jobs.errors import Failure, JobError, NotFound
 from ourvidz.jobs.lifecycle import Announcer, Move, default_announcer, move
 from ourvidz.jobs.references import ReferenceRules
 from ourvidz.jobs.spec import Checked, JobSpec, check_job
-from ourvidz.policy import PolicyError
+from ourvidz.policy import ContentCheckUnavailable, ContentProhibited, PolicyError
 
 
 class JobNotRunnable(RuntimeError):
@@ -53,12 +53,14 @@ def start_job(
             raise JobNotRunnable(f"job {job_id} is {job.status}, not queued")
         try:
             spec = _check(session, job)
-        except (JobError, PolicyError) as exc:
-            failure = Failure.of(exc)
+        except (JobError, PolicyError, ContentCheckUnavailable) as refused:  # fail closed: the job fails
+            exc, failure = refused, Failure.of(refused)
         else:
             started = move(session, job, JobStatus.PROCESSING)
             job.flow_run_id = run_id
     if started is None:
+        if isinstance(exc, ContentProhibited):
+            record_refusal(sessions, exc)
         conclude(sessions, job_id, JobStatus.FAILED, failure=failure, announcer=announcer)
         raise JobRejected(failure)
     announcer(started)

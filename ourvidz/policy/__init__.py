@@ -12,6 +12,7 @@ from ourvidz.policy.gate import (
     get_policy,
     log_prohibited,
     text_hash,
+    warm_up,
 )
 from ourvidz.policy.lexical import SHIPPED_DIR
 from ourvidz.policy.moderation import MODERATION, Moderator
@@ -47,4 +48,5 @@ __all__ = [
     "log_prohibited",
     "text_hash",
     "tier_permitted",
+    "warm_up",
 ]  # fmt: skip

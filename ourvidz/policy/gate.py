@@ -23,6 +23,7 @@ from ourvidz.policy import lexical, semantic
 from ourvidz.policy.moderation import Moderator
 from ourvidz.policy.tiers import (
     RANK,
+    ContentCheckUnavailable,
     ContentProhibited,
     ContentTier,
     ContentTierNotAllowed,
@@ -153,6 +154,15 @@ class ContentPolicy:
 
     def detect_tier(self, text: str) -> ContentTier:
         return lexical.scan(self._snapshot.vocabulary, text).tier
+
+
+def warm_up(policy: ContentPolicy) -> None:
+    """Load the semantic layer now (at a process's start) rather than on the first text that needs it;
+    a model that cannot load is logged, and texts that need it are refused until it can."""
+    try:
+        policy.semantic_layer()
+    except ContentCheckUnavailable:
+        log.exception("the semantic content check is unavailable: texts above artistic are refused")
 
 
 def check_prompt(

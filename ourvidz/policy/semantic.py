@@ -37,7 +37,6 @@ ALLOWED = "allowed"
 THRESHOLDS = "thresholds.toml"
 SHIPPED_MODEL = "shipped"
 _CLAUSES = re.compile(r"[,.;:!?()\[\]\n]+|\s(?:and|with|while|who|as|but|und|et|y|e|con|mit|avec|com)\s")
-MAX_UNITS = 8  # the whole text and up to seven clauses: bounds the time a long prompt takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +112,40 @@ class Encoder:
             return cls._loaded[name]
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of whole texts (the concept descriptions)."""
         return self.model.encode(
             texts, batch_size=len(texts) or 1, normalize_embeddings=True, convert_to_numpy=True,
             show_progress_bar=False,
         )  # fmt: skip
+
+    def vectors(self, text: str, clauses: list[tuple[int, int]]) -> np.ndarray:
+        """Unit vectors of `text` and of each clause (character spans), from one forward pass: a text
+        longer than the model's window goes through in overlapping windows, each adding its own."""
+        import torch
+
+        transformer = self.model[0]
+        encoded = transformer.tokenizer(
+            text, return_offsets_mapping=True, return_overflowing_tokens=True, truncation=True,
+            max_length=transformer.max_seq_length, stride=32, padding=True, return_tensors="pt",
+        )  # fmt: skip
+        offsets = encoded.pop("offset_mapping").tolist()
+        mask = encoded["attention_mask"]
+        inputs = {
+            key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded
+        }
+        with torch.inference_mode():
+            tokens = transformer.auto_model(**inputs).last_hidden_state
+        pooled = []
+        for window, spans in enumerate(offsets):
+            real = mask[window].bool()
+            pooled.append(tokens[window][real].mean(dim=0))
+            for start, end in clauses:
+                inside = [
+                    i for i, (a, b) in enumerate(spans) if b > a and a >= start and b <= end and real[i]
+                ]
+                if inside and len(inside) < int(real.sum()) - 2:  # not the whole window again
+                    pooled.append(tokens[window][inside].mean(dim=0))
+        return torch.nn.functional.normalize(torch.stack(pooled), dim=-1).numpy()
 
 
 def _load_model(model_path: str | None) -> Any:
@@ -138,17 +167,21 @@ def _load_model(model_path: str | None) -> Any:
     return model
 
 
-def units(folded: str, tier_spans: tuple[tuple[int, int], ...]) -> list[str]:
-    """The text without its tier terms, then its clauses: what the layer embeds."""
+def units(folded: str, tier_spans: tuple[tuple[int, int], ...]) -> tuple[str, list[tuple[int, int]]]:
+    """The text without its tier terms, and the character spans of its clauses: what the layer embeds."""
     kept, last = [], 0
     for start, end in sorted(tier_spans):
         kept.append(folded[last:start])
         last = max(last, end)
     kept.append(folded[last:])
     text = " ".join(" ".join(kept).split())
+    spans, last = [], 0
+    for separator in _CLAUSES.finditer(text):
+        spans.append((last, separator.start()))
+        last = separator.end()
+    spans.append((last, len(text)))
     # a clause of one word says too little to embed (it is in the whole text, and the word lists see it)
-    clauses = [part.strip() for part in _CLAUSES.split(text) if part and len(part.split()) > 1]
-    return [text, *dict.fromkeys(c for c in clauses if c != text)][:MAX_UNITS]
+    return text, [(a, b) for a, b in spans if len(text[a:b].split()) > 1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +202,10 @@ class SemanticLayer:
         self.embeddings = {name: self.encoder.encode(lines) for name, lines in self.concepts.items()}
 
     def scores(self, folded: str, tier_spans: tuple[tuple[int, int], ...]) -> Scores:
-        texts = units(folded, tier_spans)
-        if not texts or not texts[0]:
+        text, clauses = units(folded, tier_spans)
+        if not text:
             return Scores({}, {})
-        vectors = self.encoder.encode(texts)
+        vectors = self.encoder.vectors(text, clauses)
         allowed = (vectors @ self.embeddings[ALLOWED].T).max(axis=1)
         similarity, margin = {}, {}
         for category in ProhibitedCategory:

@@ -64,6 +64,7 @@ class ContentProhibited(PolicyError):
 
     def __init__(self, category: ProhibitedCategory, text_hash: str, layer: Layer = Layer.LEXICAL) -> None:
         self.category, self.text_hash, self.layer = category, text_hash, layer
+        self.user_id: object = None  # whose text it was, where the caller knows (for the record)
         super().__init__(f"content refused: prohibited category '{category}'")
 
 

@@ -29,6 +29,7 @@ from tests.peers import PEERS_ALLOWED, FakeChatWorker
 A, E, U = ContentTier.ARTISTIC, ContentTier.EXPLICIT, ContentTier.UNRESTRICTED
 MINORS, NON_CONSENT, REAL_PEOPLE = list(ProhibitedCategory)
 DEVSET = Path(__file__).parent / "data" / "content_devset.jsonl"
+HELDOUT = Path(__file__).parent / "data" / "content_heldout.jsonl"
 PARTS = ("lexical", "ages", "paraphrase", "multilingual", "benign")
 
 
@@ -80,6 +81,34 @@ def test_the_development_set(shipped: ContentPolicy) -> None:
     assert share(table["benign"]["gate_fp"]) <= 0.02
 
 
+def test_the_held_out_set(shipped: ContentPolicy) -> None:
+    """120 cases written apart from the development set and never used to choose anything: what the
+    gate does on texts it was not tuned on. Printed; held to floors just under the figures measured
+    when it was written (gate 80% recall, 17% of benign texts refused), so it guards against regressions
+    without pretending the gap is closed."""
+    rows = [json.loads(line) for line in HELDOUT.read_text(encoding="utf-8").splitlines() if line.strip()]
+    caught, refused = [], []
+    semantic_caught, semantic_refused = [], []
+    for row in rows:
+        requested = ContentTier(row["tier"]) if row["tier"] else None
+        found = shipped.findings(str(row["text"]), requested)
+        gate = found[Layer.LEXICAL] or found[Layer.SEMANTIC]
+        if row["expect"]:
+            caught.append(gate is not None)
+            semantic_caught.append(found[Layer.SEMANTIC] is not None)
+        else:
+            refused.append(gate is not None)
+            semantic_refused.append(found[Layer.SEMANTIC] is not None)
+    recall, false = sum(caught) / len(caught), sum(refused) / len(refused)
+    print(
+        f"\nheld-out: {len(caught)} prohibited, {len(refused)} benign; gate recall {recall:.1%}, benign "
+        f"refused {false:.1%}; semantic layer {sum(semantic_caught) / len(caught):.1%} / "
+        f"{sum(semantic_refused) / len(refused):.1%}"
+    )
+    assert len(rows) >= 100
+    assert recall >= 0.75 and false <= 0.20
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -111,6 +140,14 @@ def test_a_benign_sense_excuses_only_its_own_occurrence(shipped: ContentPolicy) 
     assert shipped.findings("forced perspective, zorblax")[Layer.LEXICAL] is None
 
 
+def test_a_long_prompt_is_read_to_its_end(shipped: ContentPolicy) -> None:
+    """Past the model's window (256 tokens) the text goes through in windows, and a clause keeps its
+    own vector however much benign text surrounds it."""
+    filler = "a quiet lighthouse by the sea at dawn, " * 60
+    assert shipped.findings(filler + "zorblax")[Layer.SEMANTIC] is None
+    assert shipped.findings(filler + "a girl who still plays with dolls, zorblax")[Layer.SEMANTIC] is MINORS
+
+
 def write(root: Path, rel: str, text: str) -> Path:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +176,7 @@ def test_operator_thresholds_can_only_tighten_the_shipped_model(tmp_path: Path) 
     policy = ContentPolicy(root)
     shipped = get_policy(None).semantic_layer().thresholds
     assert policy.semantic_layer().thresholds == shipped
-    assert policy.findings("a freshman in high school, soft light, zorblax")[Layer.SEMANTIC] is MINORS
+    assert policy.findings("a girl who still plays with dolls, zorblax")[Layer.SEMANTIC] is MINORS
 
 
 def test_without_its_model_the_semantic_layer_fails_closed(tmp_path: Path) -> None:

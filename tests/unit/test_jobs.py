@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks.webhooks import Webhook
 
-from ourvidz.db.models import Image, Job, Profile, UsageLog, Video, WebhookDelivery
+from ourvidz.db.models import ContentRefusal, Image, Job, Profile, UsageLog, Video, WebhookDelivery
 from ourvidz.db.session import sessions_for
 from ourvidz.job_status import JobStatus
 from ourvidz.jobs.callbacks import WorkerReport, apply_report
@@ -30,9 +30,10 @@ from ourvidz.jobs.recovery import RunFate, recover_job
 from ourvidz.jobs.references import ReferenceRules
 from ourvidz.jobs.start import JobNotRunnable, JobRejected, start_job
 from ourvidz.orchestration.runs import FlowRuns
-from ourvidz.policy import ContentProhibited, ContentTier, ContentTierNotAllowed
+from ourvidz.policy import MODERATION, ContentProhibited, ContentTier, ContentTierNotAllowed
+from ourvidz.registry.workers import forget, register
 from ourvidz.webhooks import WebhookSender
-from tests.peers import PEERS_ALLOWED, Receiver
+from tests.peers import PEERS_ALLOWED, FakeChatWorker, Receiver
 from tests.unit.conftest import Emitted
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci13ZWJob29rLXRlc3RzLTMyYnl0ZXM="
@@ -474,3 +475,38 @@ def test_a_client_enhanced_prompt_passes_the_content_policy_too(
     )
     with pytest.raises(ContentProhibited):
         create_job(sessions, request)
+
+
+def test_a_content_check_that_cannot_answer_fails_the_job_closed(
+    sessions: sessionmaker[Session], emitted: Emitted
+) -> None:
+    """The moderation model registered but down: a job with sexual context is failed (never run
+    unchecked, never left queued); refusals are recorded as category, layer and hash only."""
+    adult = uuid.uuid4()
+    ensure_profile(sessions, adult, tier=ContentTier.EXPLICIT, age_verified=True)
+    model = FakeChatWorker()
+    model.reply = lambda text: "unsafe\nS4" if "quuxmarker" in text else "safe"
+    register(sessions, MODERATION, model.url, "test")
+    try:
+        refused = JobRequest(
+            user_id=adult, job_type="sdxl_image_fast", prompt="two adults, quuxmarker, zorblax"
+        )
+        with pytest.raises(ContentProhibited):
+            create_job(sessions, refused, rules=PEER_RULES)
+        job = create_job(
+            sessions, JobRequest(user_id=adult, job_type="sdxl_image_fast", prompt="two adults, zorblax"),
+            rules=PEER_RULES,
+        ).job  # fmt: skip
+        model.healthy = False
+        with pytest.raises(JobRejected) as info:
+            start_job(sessions, job.id, None)
+    finally:
+        forget(sessions, MODERATION)
+        model.stop()
+    assert info.value.failure.code == "CONTENT_CHECK_UNAVAILABLE"
+    row = _row(sessions, job.id)
+    assert (row.status, row.error_code) == (JobStatus.FAILED, "CONTENT_CHECK_UNAVAILABLE")
+    assert emitted(job.id) == ["ourvidz.job.failed"]
+    with sessions() as session:
+        kept = session.scalars(select(ContentRefusal).where(ContentRefusal.user_id == adult)).all()
+    assert [(r.category, r.layer, len(r.text_hash)) for r in kept] == [("minors", "moderation", 12)]
