@@ -45,27 +45,25 @@ class Threshold:
     margin: float
 
 
-def _read_thresholds(path: Path) -> tuple[float | None, dict[str, Threshold]]:
+def _read_thresholds(path: Path) -> dict[str, Threshold]:
     try:
         data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except (tomllib.TOMLDecodeError, OSError) as exc:
+        return {
+            name: Threshold(float(entry["similarity"]), float(entry["margin"]))
+            for name, entry in data.items()
+            if isinstance(entry, dict)
+        }
+    except (tomllib.TOMLDecodeError, OSError, KeyError, TypeError, ValueError) as exc:
         raise VocabularyError(f"{path}: {exc}") from None
-    found = {}
-    for category in ProhibitedCategory:
-        if isinstance(entry := data.get(category.value), dict):
-            found[category.value] = Threshold(float(entry["similarity"]), float(entry["margin"]))
-    return data.get("cap"), found
 
 
 def thresholds(operator_dir: Path | None, shipped_model: bool) -> dict[str, Threshold]:
     """The shipped thresholds; an operator's may only lower them for the shipped model, and with a model
-    of their own apply capped (so no file turns the layer off)."""
-    cap, shipped = _read_thresholds(SHIPPED_DIR / CONCEPTS / THRESHOLDS)
+    of their own apply capped at the shipped `[cap]` (so no file turns the layer off)."""
+    shipped = _read_thresholds(SHIPPED_DIR / CONCEPTS / THRESHOLDS)
+    cap = shipped.pop("cap")
     path = operator_dir / CONCEPTS / THRESHOLDS if operator_dir is not None else None
-    if path is None or not path.is_file():
-        return shipped
-    _, theirs = _read_thresholds(path)
-    limit = float(cap or 0.6)
+    theirs = _read_thresholds(path) if path is not None and path.is_file() else {}
     chosen = {}
     for category, base in shipped.items():
         own = theirs.get(category)
@@ -74,7 +72,7 @@ def thresholds(operator_dir: Path | None, shipped_model: bool) -> dict[str, Thre
         elif shipped_model:
             chosen[category] = Threshold(min(own.similarity, base.similarity), min(own.margin, base.margin))
         else:
-            chosen[category] = Threshold(min(own.similarity, limit), min(own.margin, limit))
+            chosen[category] = Threshold(min(own.similarity, cap.similarity), min(own.margin, cap.margin))
     return chosen
 
 

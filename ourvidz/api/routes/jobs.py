@@ -33,9 +33,13 @@ router = APIRouter(tags=["jobs"])
 ERROR_TEXTS = {400: "bad parameters", 401: "no valid token", 404: "not found", 413: "body too large"}
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"description": text} for code, text in ERROR_TEXTS.items()}
 ERRORS[429] = {"description": "rate limited"}
+CONTENT_ERRORS = ERRORS | {
+    403: {"description": "refused by the content gate (CONTENT_PROHIBITED, CONTENT_TIER_NOT_ALLOWED)"},
+    503: {"description": "a content check cannot answer (CONTENT_CHECK_UNAVAILABLE) or the database is down"},
+}
 
 
-@router.post("/queue-job", status_code=201, response_model=QueueJobResponse, responses=ERRORS)
+@router.post("/queue-job", status_code=201, response_model=QueueJobResponse, responses=CONTENT_ERRORS)
 def queue_job(
     body: QueueJobRequest,
     response: Response,
