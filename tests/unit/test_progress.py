@@ -58,8 +58,8 @@ def test_a_job_waiting_for_the_device_says_so_and_is_not_taken_for_hung(
     async def scenario() -> None:
         reporter = ProgressReporter(sessions, job.id, user, "sdxl_image_fast", interval=0.01, heartbeat=0.0)
         async with reporter:
-            reporter.waiting(2)
-            await until(lambda: _progressed_at(sessions, job.id) > long_ago)
+            reporter.waiting(2)  # the test reads no row meanwhile: its sessions share one connection
+            await until(lambda: len(_progress_events(job.id)) >= 1)  # published after its row
             reporter.waiting(1)
             await until(lambda: len(_progress_events(job.id)) >= 2)
             reporter.report(5, 10)
@@ -67,6 +67,7 @@ def test_a_job_waiting_for_the_device_says_so_and_is_not_taken_for_hung(
             reporter.waiting(0)  # a stale word from the queue once generating: ignored
 
     asyncio.run(scenario())
+    assert _progressed_at(sessions, job.id) > long_ago
     events = _progress_events(job.id)
     assert [(e["phase"], e.get("position")) for e in events] == [
         (WAITING, 2),
