@@ -11,21 +11,17 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch==2.13.0 is named beside the project so pip keeps the CPU build found on this machine's disk
-# (a bare `torch` would download a multi-GB CUDA build). open-clip-torch (needed only for its CLIP
-# vocabulary file) drags in a torchvision from PyPI that cannot load beside that CPU torch and breaks
-# diffusers' imports, so it is removed again. GPU machines install their own torch: see README.
+# (a bare `torch` would download a multi-GB CUDA build). GPU machines install their own torch: see README.
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[models,test]' 'torch==2.13.0'
-	$(PY) -m pip uninstall --quiet --yes torchvision
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[worker,test]' 'torch==2.13.0'
 	touch $(STAMP)
 
 # requirements.lock pins every package of a working environment (a pip constraints file); after a
 # change of dependencies in pyproject.toml: `make lock` in a fresh setup, and commit both.
 lock: setup
-	$(PY) -m pip install --quiet -e '.[models,test]' 'torch==2.13.0'
-	$(PY) -m pip uninstall --quiet --yes torchvision
+	$(PY) -m pip install --quiet -e '.[worker,test]' 'torch==2.13.0'
 	$(PY) -m pip list --format=freeze --exclude-editable --exclude pip --exclude setuptools > requirements.lock
 
 lint: setup

@@ -1,7 +1,8 @@
 """Crash recovery as Prefect automations, created and kept up to date by `ourvidz bootstrap`.
 
 1. A flow run of ours that sends no heartbeat for twice the heartbeat interval (its worker died or
-   hangs) is marked Crashed; GPU workers send one every OURVIDZ_FLOW_HEARTBEAT_SECONDS.
+   hangs) and did not end is marked Crashed; GPU workers send one every OURVIDZ_FLOW_HEARTBEAT_SECONDS,
+   and `ourvidz.flow-run.finished` when a run ended (a final state alone would not do: see the trigger).
 2. A crashed or cancelled generation run starts the `recover-jobs` flow at once, which re-queues the
    job of a crashed run (capped by the job's `max_attempts`, then failed) and cancels the job of a run
    an operator cancelled in Prefect, instead of waiting for its next schedule.
@@ -18,6 +19,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState, RunDeployment
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
+from ourvidz.orchestration.events import RUN_FINISHED
 from ourvidz.orchestration.names import GENERATION_TAG, OURVIDZ_TAG
 
 CRASH_SILENT_RUNS = "ourvidz: crash flow runs without heartbeats"
@@ -33,7 +35,9 @@ def _tagged(tag: str) -> dict[str, Any]:
 def automations(heartbeat_seconds: int, recover_deployment_id: uuid.UUID) -> list[AutomationCore]:
     silent = EventTrigger(
         after={"prefect.flow-run.heartbeat"},
-        expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS},
+        # a final state alone is not enough: the server stamps it, and a run's last heartbeat (stamped by
+        # the worker) may come after it; the worker's own RUN_FINISHED always comes after that beat
+        expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS, RUN_FINISHED},
         match={"prefect.resource.id": "prefect.flow-run.*"},
         match_related=_tagged(OURVIDZ_TAG),  # type: ignore[arg-type]
         for_each={"prefect.resource.id"},

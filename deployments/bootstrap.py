@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate, WorkPoolCreate
 from prefect.deployments.runner import EntrypointType
 from prefect.exceptions import ObjectNotFound
 from prefect.flows import Flow, load_flow_from_entrypoint
+from prefect.schedules import Cron
 from prefect.utilities.callables import parameter_schema
 
 from deployments.automations import automations, ensure_automation, remove_retired
@@ -23,21 +23,21 @@ from deployments.definitions import (
     DEFAULT_JOB_TYPES,
     GENERATION_TAGS,
     MAINTENANCE_CONCURRENCY,
-    MAINTENANCE_DEPLOYMENT,
-    MAINTENANCE_FLOWS,
     MAINTENANCE_QUEUE,
     MAINTENANCE_TAGS,
-    RECOVERY_FLOW_NAME,
+    RECOVERY_DEPLOYMENT,
+    RETIRED_DEPLOYMENT,
     MaintenanceFlow,
     QueueSpec,
     generation_description,
     generation_queues,
+    maintenance_flows,
 )
 from flows.generation.job import generate_job
 from ourvidz.config import Settings
 from ourvidz.db.session import sessions_for
 from ourvidz.jobs.create import OPERATOR_USER_ID, ensure_operator
-from ourvidz.orchestration.names import deployment_name
+from ourvidz.orchestration.names import concurrency_limit_name, deployment_name
 from ourvidz.worker.worker import WORKER_TYPE, OurvidzWorker
 
 
@@ -56,28 +56,36 @@ class BootstrapReport:
         return any(action != "unchanged" for action in self.actions.values())
 
 
-async def bootstrap(settings: Settings) -> BootstrapReport:
+async def bootstrap(settings: Settings, pools_only: bool = False) -> BootstrapReport:
+    """Everything, or (`pools_only`) just the work pools and queues: what `prefect deploy --all` needs
+    before it (prefect.yaml cannot create pools)."""
     report = BootstrapReport()
-    created = await asyncio.to_thread(ensure_operator, sessions_for(settings.database_url))
-    report.actions[f"operator profile {OPERATOR_USER_ID}"] = "created" if created else "unchanged"
     async with get_client() as client:
         report.actions[f"work pool {settings.work_pool}"] = await _ensure_pool(client, settings.work_pool)
         for queue in generation_queues(settings):
             report.actions[f"work queue {queue.name}"] = await _ensure_queue(
                 client, settings.work_pool, queue
             )
-        for queue in generation_queues(settings):
-            report.actions[f"deployment {deployment_name(queue.name)}"] = await _ensure_deployment(
-                client, settings.work_pool, queue
-            )
         pool = settings.maintenance_pool
         report.actions[f"work pool {pool}"] = await _ensure_pool(client, pool)
-        for spec in MAINTENANCE_FLOWS:
-            flow = load_flow_from_entrypoint(spec.entrypoint, use_placeholder_flow=False)
-            report.actions[f"deployment {flow.name}/{MAINTENANCE_DEPLOYMENT}"] = await _ensure_maintenance(
-                client, pool, flow, spec
+        if pools_only:
+            return report
+        created = await asyncio.to_thread(ensure_operator, sessions_for(settings.database_url))
+        report.actions[f"operator profile {OPERATOR_USER_ID}"] = "created" if created else "unchanged"
+        for queue in generation_queues(settings):
+            action = await _ensure_deployment(client, settings.work_pool, queue)
+            report.actions[f"deployment {deployment_name(queue.name)}"] = await _name_limit(
+                client, generate_job.name, queue.name, action
             )
-        recover = await client.read_deployment_by_name(f"{RECOVERY_FLOW_NAME}/{MAINTENANCE_DEPLOYMENT}")
+        for spec in maintenance_flows(settings):
+            flow = load_flow_from_entrypoint(spec.entrypoint, use_placeholder_flow=False)
+            action = await _ensure_maintenance(client, pool, flow, spec)
+            report.actions[f"deployment {flow.name}/{spec.name}"] = await _name_limit(
+                client, flow.name, spec.name, action
+            )
+            if await _remove_deployment(client, f"{flow.name}/{RETIRED_DEPLOYMENT}"):
+                report.actions[f"deployment {flow.name}/{RETIRED_DEPLOYMENT}"] = "deleted"
+        recover = await client.read_deployment_by_name(RECOVERY_DEPLOYMENT)
         for automation in automations(settings.flow_heartbeat_seconds, recover.id):
             report.actions[f"automation {automation.name}"] = await ensure_automation(client, automation)
         for name, action in (await remove_retired(client)).items():
@@ -118,31 +126,28 @@ async def _ensure_maintenance(
     client: PrefectClient, pool: str, flow: Flow[..., Any], spec: MaintenanceFlow
 ) -> str:
     desired = await flow.ato_deployment(
-        name=MAINTENANCE_DEPLOYMENT,
+        name=spec.name,
         work_pool_name=pool,
         work_queue_name=MAINTENANCE_QUEUE,
         entrypoint_type=EntrypointType.MODULE_PATH,
         description=spec.description,
         tags=list(MAINTENANCE_TAGS),
         interval=spec.interval_seconds,
+        schedule=Cron(spec.cron, timezone="UTC") if spec.cron else None,
         concurrency_limit=MAINTENANCE_CONCURRENCY,  # two overlapping runs would do the same work twice
     )
     try:
-        existing = await client.read_deployment_by_name(f"{flow.name}/{MAINTENANCE_DEPLOYMENT}")
+        existing = await client.read_deployment_by_name(f"{flow.name}/{spec.name}")
     except ObjectNotFound:
         await desired.apply()
         return "created"
-    intervals = [getattr(s.schedule, "interval", None) for s in existing.schedules if s.active]
     differs = _differences(
         {
             "entrypoint": (existing.entrypoint, desired.entrypoint),
             "work pool": (existing.work_pool_name, pool),
             "description": (existing.description, desired.description),
             "tags": (sorted(existing.tags), sorted(desired.tags)),
-            "schedule": (
-                intervals,
-                [] if spec.interval_seconds is None else [timedelta(seconds=spec.interval_seconds)],
-            ),
+            "schedule": ([_schedule(s.schedule) for s in existing.schedules if s.active], _wanted(spec)),
             "concurrency": (
                 getattr(existing.global_concurrency_limit, "limit", None),
                 MAINTENANCE_CONCURRENCY,
@@ -157,6 +162,39 @@ async def _ensure_maintenance(
         return "unchanged"
     await desired.apply()
     return f"updated ({differs})"
+
+
+def _schedule(schedule: Any) -> str:
+    if (interval := getattr(schedule, "interval", None)) is not None:
+        return f"every {interval.total_seconds():g} s"
+    return f"cron {getattr(schedule, 'cron', None)} {getattr(schedule, 'timezone', None) or 'UTC'}"
+
+
+def _wanted(spec: MaintenanceFlow) -> list[str]:
+    if spec.interval_seconds is not None:
+        return [f"every {spec.interval_seconds:g} s"]
+    return [f"cron {spec.cron} UTC"] if spec.cron else []
+
+
+async def _name_limit(client: PrefectClient, flow: str, name: str, action: str) -> str:
+    """Give the deployment's concurrency limit a name that says whose it is (Prefect finds it by id,
+    so the name is only for people)."""
+    deployment = await client.read_deployment_by_name(f"{flow}/{name}")
+    limit, wanted = deployment.global_concurrency_limit, concurrency_limit_name(flow, name)
+    if limit is None or limit.name == wanted:
+        return action
+    await client.update_global_concurrency_limit(limit.name, GlobalConcurrencyLimitUpdate(name=wanted))
+    return "updated (concurrency limit name)" if action == "unchanged" else action
+
+
+async def _remove_deployment(client: PrefectClient, name: str) -> bool:
+    """Delete a deployment an earlier release made under another name (its runs stay)."""
+    try:
+        retired = await client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        return False
+    await client.delete_deployment(retired.id)
+    return True
 
 
 def _differences(pairs: dict[str, tuple[Any, Any]]) -> str:

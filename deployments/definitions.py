@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ourvidz.config import Settings
-from ourvidz.orchestration.names import GENERATION_TAG, OURVIDZ_TAG
+from ourvidz.orchestration.names import GENERATION_TAG, MAINTENANCE_TAG, OURVIDZ_TAG
 
 GENERATION_ENTRYPOINT = "flows.generation.job.generate_job"
 GENERATION_QUEUES = ("sdxl", "wan")
@@ -33,51 +33,68 @@ def generation_description(queue: str) -> str:
     return f"Generation jobs of the {queue} work queue, run by the GPU workers of its pool."
 
 
-MAINTENANCE_DEPLOYMENT = "maintenance"  # each maintenance flow's deployment: `<flow name>/maintenance`
 MAINTENANCE_QUEUE = "default"
-MAINTENANCE_TAGS = (OURVIDZ_TAG, "maintenance")
+MAINTENANCE_TAGS = (OURVIDZ_TAG, MAINTENANCE_TAG)
 MAINTENANCE_CONCURRENCY = 1  # runs of one maintenance deployment at a time
-RECOVERY_FLOW_NAME = "recover-jobs"  # the flow that crash-recovery automations run
+RECOVERY_DEPLOYMENT = "recover-jobs/recover-jobs"  # what crash-recovery automations run
+# `<flow>/maintenance`: what earlier releases named every maintenance deployment (bootstrap removes them)
+RETIRED_DEPLOYMENT = "maintenance"
 
 
 @dataclass(frozen=True, slots=True)
 class MaintenanceFlow:
-    """A flow deployed on the maintenance pool; `interval_seconds` None means run on demand only."""
+    """A flow deployed on the maintenance pool under a name saying what it does, on an interval or a
+    cron schedule (UTC), or on demand only when it has neither."""
 
     entrypoint: str
-    interval_seconds: int | None
+    name: str
     description: str
+    interval_seconds: int | None = None
+    cron: str | None = None
 
 
-MAINTENANCE_FLOWS = (
-    MaintenanceFlow(
-        "flows.enhancement.refresh.refresh_prompt_cache",
-        300,
-        "Reload prompt templates in every process when the table changed (every 5 minutes).",
-    ),
-    MaintenanceFlow(
-        "flows.maintenance.health.check_worker_health",
-        60,
-        "Worker health every minute: worker_health rows, WorkerHealthUpdate events, a table artifact.",
-    ),
-    MaintenanceFlow(
-        "flows.maintenance.recovery.recover_jobs",
-        60,
-        "Re-queue jobs whose flow run was lost (up to their max attempts), every minute and on a crash.",
-    ),
-    MaintenanceFlow(
-        "flows.maintenance.webhooks.deliver_webhooks",
-        30,
-        "Redeliver pending job webhooks with exponential backoff until their deadline.",
-    ),
-    MaintenanceFlow(
-        "flows.maintenance.report.daily_usage_report",
-        86400,
-        "Storage and usage of the last 24 hours, as a markdown artifact (daily).",
-    ),
-    MaintenanceFlow(
-        "flows.enhancement.batch.enhance_prompts",
-        None,
-        "Run a list of prompts through the enhancer chain; results as a table artifact.",
-    ),
-)
+def maintenance_flows(settings: Settings) -> tuple[MaintenanceFlow, ...]:
+    return (
+        MaintenanceFlow(
+            "flows.enhancement.refresh.refresh_prompt_cache",
+            "refresh-prompt-cache",
+            "Reload prompt templates in every process when the table changed (every 5 minutes).",
+            interval_seconds=300,
+        ),
+        MaintenanceFlow(
+            "flows.maintenance.health.check_worker_health",
+            "check-worker-health",
+            "Worker health every minute: worker_health rows, WorkerHealthUpdate events, a table artifact.",
+            interval_seconds=60,
+        ),
+        MaintenanceFlow(
+            "flows.maintenance.recovery.recover_jobs",
+            "recover-jobs",
+            "Re-queue jobs whose flow run was lost (up to their max attempts), every minute and on a crash.",
+            interval_seconds=60,
+        ),
+        MaintenanceFlow(
+            "flows.maintenance.webhooks.deliver_webhooks",
+            "deliver-webhooks",
+            "Redeliver pending job webhooks with exponential backoff until their deadline.",
+            interval_seconds=30,
+        ),
+        MaintenanceFlow(
+            "flows.maintenance.report.daily_usage_report",
+            "daily-usage-report",
+            "Storage and usage of the last 24 hours, as a markdown artifact (daily at "
+            "OURVIDZ_USAGE_REPORT_HOUR, UTC).",
+            cron=f"0 {settings.usage_report_hour} * * *",
+        ),
+        MaintenanceFlow(
+            "flows.maintenance.retention.prune_runs",
+            "prune-old-runs",
+            "Delete ended flow runs past their retention (maintenance: a day, generation: 30 days), hourly.",
+            interval_seconds=3600,
+        ),
+        MaintenanceFlow(
+            "flows.enhancement.batch.enhance_prompts",
+            "enhance-prompts",
+            "Run a list of prompts through the enhancer chain; results as a table artifact.",
+        ),
+    )

@@ -160,28 +160,39 @@ def worker(
 ) -> None:
     """Start a GPU worker that runs generation flow runs in-process with warm models."""
     settings = _settings()
-    # before Prefect reads its settings: crash recovery counts on these heartbeats
-    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(settings.flow_heartbeat_seconds))
     _require_prefect_api()
+    from prefect.utilities.processutils import setup_signal_handlers_worker
+
     from ourvidz.worker.worker import OurvidzWorker
+
+    # as `prefect worker start` does: SIGTERM stops like Ctrl-C (runs handed back, lease and
+    # registration given up), a second one kills
+    setup_signal_handlers_worker(os.getpid(), "the ourvidz-gpu worker", err.print)
 
     gpu_worker = OurvidzWorker(
         work_pool_name=pool or settings.work_pool, work_queues=queue or ["sdxl", "wan"], limit=limit,
         name=name, health_port=health_port, warm_up=warm_up,
     )  # fmt: skip
-    asyncio.run(gpu_worker.start())
+    try:
+        asyncio.run(gpu_worker.start())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the worker has torn down on the way out
+        typer.echo(f"worker {gpu_worker.name} stopped")
 
 
 @app.command()
-def bootstrap() -> None:
-    """Create the work pool, queues with their concurrency limits, and deployments (idempotent)."""
+def bootstrap(
+    pools: Annotated[
+        bool, typer.Option("--pools", help="Only the work pools and queues (before `prefect deploy --all`).")
+    ] = False,
+) -> None:
+    """Create the work pools, queues with their limits, deployments and automations (idempotent)."""
     settings = _settings()
     _require_prefect_api()
     from deployments.bootstrap import BootstrapError
     from deployments.bootstrap import bootstrap as run_bootstrap
 
     try:
-        report = asyncio.run(run_bootstrap(settings))
+        report = asyncio.run(run_bootstrap(settings, pools_only=pools))
     except BootstrapError as exc:
         err.print(f"[red]bootstrap refused:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -182,8 +182,20 @@ class Settings(BaseSettings):
     flow_heartbeat_seconds: int = Field(
         30,
         ge=30,
-        description="How often a GPU worker's flow runs send heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENCY "
-        "unless that is set); a run silent for twice as long is marked Crashed and its job recovered.",
+        description="How often the flow runs of an `ourvidz-gpu` worker send heartbeats (the worker type's "
+        "default; PREFECT_FLOWS_HEARTBEAT_FREQUENCY wins where set); a run silent for twice as long is "
+        "marked Crashed and its job recovered.",
+    )
+    maintenance_run_retention_hours: float = Field(
+        24.0,
+        gt=0,
+        description="How long ended maintenance flow runs (with their logs and artifacts) are kept.",
+    )
+    generation_run_retention_days: float = Field(
+        30.0, gt=0, description="How long ended generation flow runs are kept in Prefect (the jobs stay)."
+    )
+    usage_report_hour: int = Field(
+        0, ge=0, le=23, description="Hour of the day (UTC) at which the daily usage report runs."
     )
     worker_lease_seconds: float = Field(
         10.0,
@@ -220,6 +232,12 @@ class Settings(BaseSettings):
     )
     api_host: str = Field("127.0.0.1", description="Interface the gateway (`ourvidz api`) listens on.")
     api_port: int = Field(8000, description="Port of the gateway.")
+    public_url: str | None = Field(
+        None,
+        description="The gateway's address as operators' browsers reach it: the pictures and file links on "
+        "a job's run page in the Prefect UI point there (where storage cannot sign URLs itself). Default: "
+        "`http://127.0.0.1:<api port>`.",
+    )
     rate_limit_jobs: str = Field("10/minute", description="Job creations per user (`limits` notation).")
     rate_limit_enhance: str = Field("30/minute", description="Prompt enhancements and chat turns per user.")
     rate_limit_health: str = Field("60/minute", description="Worker health reads per user.")

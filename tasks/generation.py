@@ -23,6 +23,7 @@ from ourvidz.jobs.progress import ProgressReporter
 from ourvidz.jobs.references import ReferenceRules, with_references
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.jobs.start import start_job
+from ourvidz.orchestration.artifacts import ProgressArtifact
 from ourvidz.orchestration.runs import current_run_id
 from ourvidz.worker.cancellation import cancel_flag
 from ourvidz.worker.runtime import get_runtime
@@ -54,13 +55,14 @@ def enhance(spec: JobSpec) -> str:
 
 
 @task(name="generate", cache_policy=NO_CACHE)
-async def generate(spec: JobSpec, prompt: str) -> GenerationResult:
-    """Run the pipeline on this worker's device; stops between steps when the flow run is cancelled."""
+async def generate(spec: JobSpec, prompt: str, progress: ProgressArtifact) -> GenerationResult:
+    """Run the pipeline on this worker's device; stops between steps when the flow run is cancelled.
+    `progress`: the run's progress bar, which the flow fills up once the job is complete."""
     run_id = current_run_id()
     cancel = cancel_flag(run_id) if run_id else None
     runtime = get_runtime()
     loads_before = runtime.pipelines.total_loads
-    reporter = ProgressReporter(_sessions(), spec.id, spec.user_id, spec.job_type.name)
+    reporter = ProgressReporter(_sessions(), spec.id, spec.user_id, spec.job_type.name, artifact=progress)
     async with reporter:
         request = await asyncio.to_thread(
             with_references,

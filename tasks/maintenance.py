@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import task
@@ -12,6 +12,8 @@ from ourvidz.config import get_settings
 from ourvidz.db.session import sessions_for
 from ourvidz.egress import policies
 from ourvidz.jobs.recovery import recover_lost_jobs
+from ourvidz.orchestration.names import GENERATION_TAG, MAINTENANCE_TAG
+from ourvidz.orchestration.retention import prune_runs
 from ourvidz.orchestration.runs import FlowRuns
 from ourvidz.registry.health import observe_workers
 from ourvidz.reports import usage_report
@@ -51,3 +53,19 @@ def deliver_due_webhooks() -> DueReport:
     sender = WebhookSender.of(settings)
     assert sender is not None
     return deliver_due(sessions_for(settings.database_url), sender)
+
+
+@task(name="prune-old-runs", cache_policy=NO_CACHE)
+async def prune() -> dict[str, int]:
+    settings = get_settings()
+    now = datetime.now(UTC)
+    keep = {
+        MAINTENANCE_TAG: timedelta(hours=settings.maintenance_run_retention_hours),
+        GENERATION_TAG: timedelta(days=settings.generation_run_retention_days),
+    }
+    counts = {}
+    async with FlowRuns() as runs:
+        for tag, kept in keep.items():
+            pruned = await prune_runs(runs.client, tag, now - kept)
+            counts |= {f"{tag} runs": pruned.runs, f"{tag} artifacts": pruned.artifacts}
+    return counts

@@ -14,7 +14,9 @@ generation fails the job); database steps retry.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -22,6 +24,7 @@ from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Completed, Failed, State
 
 from ourvidz.catalog import UnknownJobType, get_job_type
+from ourvidz.config import get_settings
 from ourvidz.generation.control import Cancelled as GenerationCancelled
 from ourvidz.generation.results import GenerationResult
 from ourvidz.job_status import JobStatus
@@ -30,10 +33,18 @@ from ourvidz.jobs.errors import Failure, InvalidJob, JobError, NotFound
 from ourvidz.jobs.outputs import outputs_of
 from ourvidz.jobs.spec import JobSpec
 from ourvidz.jobs.start import JobNotRunnable, JobRejected
-from ourvidz.orchestration.artifacts import outputs_table
-from ourvidz.orchestration.names import GENERATION_FLOW, generation_run_name
+from ourvidz.links import file_link
+from ourvidz.orchestration.artifacts import (
+    JobSummary,
+    ProgressArtifact,
+    ShownFile,
+    show_outputs,
+    show_summary,
+)
+from ourvidz.orchestration.names import GENERATION_FLOW
 from ourvidz.orchestration.runs import FlowRuns, current_deployment, current_run_id
 from ourvidz.policy import PolicyError
+from ourvidz.storage import Storage
 from tasks.generation import conclude, create, enhance, generate, validate
 
 # Naming the result storage spares each run and task a read of the server's default storage: results
@@ -96,9 +107,12 @@ async def generate_job(
         return Completed(message=f"nothing to do: {exc}")
     except JobRejected as exc:  # failed and announced by the core
         return Failed(message=str(exc))
+    progress = ProgressArtifact(f"{spec.job_type.name} generation")
+    shown: list[asyncio.Task[None]] = []  # the run page's summary, made while the job goes on
     try:
         prompt = enhance(spec)
-        result = await generate(spec, prompt)
+        shown.append(asyncio.create_task(_show(spec, show_summary(_summary(spec, prompt)))))
+        result = await generate(spec, prompt, progress)
     except GenerationCancelled:
         conclude(spec, JobStatus.CANCELLED)
         return Cancelled(message="cancelled between generation steps")
@@ -106,11 +120,14 @@ async def generate_job(
         failure = Failure.of(exc)
         conclude(spec, JobStatus.FAILED, failure)
         return Failed(message=failure.for_operators())
-    await _outputs_artifact(spec, result)  # first, so a completed job's table is already in the UI
+    finally:
+        await asyncio.gather(*shown)
     if not conclude(spec, JobStatus.COMPLETED, outputs=outputs_of(result.assets), prompt=prompt):
         # this run came back after recovery gave the job to another run: its files are not the job's
         return Cancelled(message=f"superseded: job {spec.id} now belongs to another run")
-    return Completed(message=f"{len(result.assets)} file(s) stored", data=_summary(spec, result))
+    # after the job is complete (its owner waits for nothing here): the run page's full bar and pictures
+    await asyncio.gather(_show(spec, progress.show(100)), _show(spec, show_outputs(_files(result))))
+    return Completed(message=f"{len(result.assets)} file(s) stored", data=_state_data(spec, result))
 
 
 async def _create_job(
@@ -124,9 +141,10 @@ async def _create_job(
     run_id = current_run_id()
     deployment = current_deployment()
     try:
-        queue = get_job_type(job_type).queue
+        kind = get_job_type(job_type)
     except UnknownJobType as exc:
         raise InvalidJob(str(exc), code="INVALID_JOB_TYPE", details={"valid": exc.valid}) from None
+    queue = kind.queue
     if deployment is not None and deployment != queue:
         raise InvalidJob(
             f"{job_type} runs on the {queue} queue: start it from generate/{queue}", code="INVALID_JOB_TYPE"
@@ -142,24 +160,51 @@ async def _create_job(
     if run_id is not None:
         try:
             async with FlowRuns() as runs:
-                await runs.rename(run_id, generation_run_name(get_job_type(job_type).name, job_id))
+                await runs.name_for_job(run_id, job_id, kind.name, queue, user_id or OPERATOR_USER_ID)
         except Exception as exc:  # a name is a convenience: the job runs under the old one
-            get_run_logger().warning("run not renamed after its job %s: %s", job_id, exc)
+            get_run_logger().warning("run not named after its job %s: %s", job_id, exc)
     return job_id
 
 
-def _summary(spec: JobSpec, result: GenerationResult) -> dict[str, Any]:
+def _state_data(spec: JobSpec, result: GenerationResult) -> dict[str, Any]:
     return {"job_id": str(spec.id), "assets": [asset.key for asset in result.assets]}
 
 
-async def _outputs_artifact(spec: JobSpec, result: GenerationResult) -> None:
-    """A table of the outputs in the Prefect UI; a convenience that never fails the job."""
-    rows = [
-        {"type": a.type, "bucket": a.bucket, "key": a.key, "size": f"{a.width}x{a.height}", "seed": a.seed,
-         "frames": a.frames, "bytes": a.size_bytes}
-        for a in result.assets
-    ]  # fmt: skip
+def _summary(spec: JobSpec, prompt: str) -> JobSummary:
+    request = spec.request
+    settings = f"{request.width}x{request.height}, {request.steps} steps, guidance {request.guidance}"
+    if spec.job_type.output == "video":
+        settings += f", {request.frames} frames"
+    seeds = ", ".join(str(seed) for seed in request.seeds)
+    return JobSummary(
+        job_id=spec.id, job_type=spec.job_type.name, queue=spec.job_type.queue, owner=spec.user_id,
+        credits=spec.job_type.credits_for(len(request.seeds)), tier=spec.content_tier.value,
+        prompt=spec.prompt, enhanced_prompt=prompt, negative_prompt=request.negative_prompt or None,
+        settings=f"{settings}, seeds {seeds}",
+    )  # fmt: skip
+
+
+def _files(result: GenerationResult) -> list[ShownFile]:
+    """The job's files as links an operator's browser opens (a video shows its thumbnail)."""
+    settings = get_settings()
+    storage = Storage(settings.storage_url)
+    thumbnails = {a.index: a for a in result.assets if a.type == "thumbnail"}
+    files = []
+    for asset in result.assets:
+        if asset.type == "thumbnail":
+            continue
+        url = file_link(settings, storage, asset.bucket, asset.key)
+        thumbnail = thumbnails.get(asset.index)
+        picture = url if asset.type == "image" else None
+        if thumbnail is not None:
+            picture = file_link(settings, storage, thumbnail.bucket, thumbnail.key)
+        files.append(ShownFile(f"{asset.type} {asset.index + 1} (seed {asset.seed})", url, picture))
+    return files
+
+
+async def _show(spec: JobSpec, shown: Awaitable[None]) -> None:
+    """Something for the run page; a convenience that never fails the job."""
     try:
-        await outputs_table(spec.id, spec.job_type.name, rows)
+        await shown
     except Exception as exc:
-        get_run_logger().warning("outputs artifact of job %s not created: %s", spec.id, exc)
+        get_run_logger().warning("run page of job %s not updated: %s", spec.id, exc)

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from ourvidz.api.deps import Gateway
+from ourvidz.api.docs import add_callback_security, install_docs
 from ourvidz.api.errors import BodyLimit, install_error_handlers
 from ourvidz.api.hub import EventHub
 from ourvidz.api.ratelimit import RateLimits
@@ -83,24 +84,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="The OurVidz HTTP API (Supabase edge-function paths), backed by Prefect flows.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package's assets instead of a CDN (`install_docs`)
+        redoc_url=None,
     )
     app.state.gateway = gw
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     api = APIRouter()
-    for module in (jobs, callbacks, enhancement, chat, workers, webhooks, metrics):
-        api.include_router(module.router)
+    routers = [module.router for module in (jobs, callbacks, enhancement, chat, workers, webhooks, metrics)]
+    for router in routers:
+        api.include_router(router)
     app.include_router(api)
     app.include_router(api, prefix=SPEC_PREFIX, include_in_schema=False)
     app.include_router(realtime_router)
     app.include_router(realtime_router, prefix=SPEC_PREFIX, include_in_schema=False)
+    install_docs(app)
 
     generated = app.openapi
 
     def openapi() -> dict[str, Any]:
-        """FastAPI's document plus the models of bodies that routes read raw (the signed callback)."""
+        """FastAPI's document plus the models of bodies that routes read raw (the signed callback) and
+        the security of the callback (its key is checked by hand; the other operations' schemes come
+        from their caller dependencies)."""
         schema = generated()
         schema.setdefault("components", {}).setdefault("schemas", {}).update(callbacks.SCHEMAS)
+        add_callback_security(schema, routers)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -5,6 +5,11 @@ holding the service key. Admin means the signed token says so or the `user_roles
 table is read only where being an admin changes the answer, so a plain user request costs no database
 round trip here. Tokens are verified with PyJWT (HS256 only, audience and expiry required), service
 keys are compared in constant time.
+
+The OpenAPI document declares both ways in (`BEARER`, `SERVICE_KEY`: FastAPI's security classes, with
+`auto_error=False`): the caller dependencies take them as parameters, so each operation lists the
+schemes it accepts and Swagger UI offers to authorize. They only declare: the headers are still read
+here (`bearer_token`, `has_service_key`), so what is accepted and every refusal's body stay as they are.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +41,22 @@ from ourvidz.policy import ContentPolicy
 from ourvidz.storage import Storage
 
 SERVICE_KEY_HEADER = "x-service-key"
+BEARER = HTTPBearer(
+    scheme_name="bearerAuth",
+    bearerFormat="JWT",
+    description="A user's token: `Authorization: Bearer <JWT>` (HS256, `aud` and `exp` required; admins "
+    "by `app_metadata.roles` or a `user_roles` row).",
+    auto_error=False,
+)
+SERVICE_KEY = APIKeyHeader(
+    name=SERVICE_KEY_HEADER,
+    scheme_name="serviceKey",
+    description=f"Workers: `{SERVICE_KEY_HEADER}: $OURVIDZ_SERVICE_KEY`.",
+    auto_error=False,
+)
+# declared, not read (see the module's docstring)
+BearerScheme = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+ServiceKeyScheme = Annotated[str | None, Security(SERVICE_KEY)]
 
 
 @dataclass
@@ -98,7 +120,7 @@ def with_granted_roles(gw: Gateway, principal: Principal) -> Principal:
     return Principal(principal.user_id, principal.roles | {Role.ADMIN})
 
 
-async def current_user(request: Request, gw: GatewayDep) -> Principal:
+async def current_user(request: Request, gw: GatewayDep, _bearer: BearerScheme) -> Principal:
     """The token's principal; async (a signature check, no I/O) to spare each request a thread hop."""
     return principal_from_token(gw, bearer_token(request))
 
@@ -113,10 +135,17 @@ def current_admin(user: Annotated[Principal, Depends(current_user)], gw: Gateway
 def has_service_key(request: Request, gw: Gateway) -> bool:
     given = request.headers.get(SERVICE_KEY_HEADER)
     key = gw.settings.service_key
-    return given is not None and key is not None and hmac.compare_digest(given, key.get_secret_value())
+    # bytes: compare_digest refuses str with non-ASCII characters (a client's header is no 500)
+    return (
+        given is not None
+        and key is not None
+        and hmac.compare_digest(given.encode(), key.get_secret_value().encode())
+    )
 
 
-def service_or_admin(request: Request, gw: GatewayDep) -> Principal | None:
+def service_or_admin(
+    request: Request, gw: GatewayDep, _key: ServiceKeyScheme, _bearer: BearerScheme
+) -> Principal | None:
     """A worker with the service key (None), or an admin user."""
     if has_service_key(request, gw):
         return None

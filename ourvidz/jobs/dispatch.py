@@ -51,6 +51,7 @@ class Waiting(NamedTuple):
     job_id: uuid.UUID
     job_type: str
     key: str  # the idempotency key of its next flow run
+    user_id: uuid.UUID
 
 
 def dispatch_key(job_id: uuid.UUID, meta: dict | None) -> str:
@@ -62,14 +63,15 @@ def dispatch_key(job_id: uuid.UUID, meta: dict | None) -> str:
 def waiting_jobs(sessions: sessionmaker[Session], limit: int = BATCH) -> list[Waiting]:
     """Queued jobs without a flow run, oldest first."""
     query = (
-        select(Job.id, Job.job_type, Job.meta)
+        select(Job.id, Job.job_type, Job.meta, Job.user_id)
         .where(Job.status == JobStatus.QUEUED, Job.flow_run_id.is_(None))
         .order_by(Job.created_at)
         .limit(limit)
     )
     with sessions() as session:
         return [
-            Waiting(row.id, row.job_type, dispatch_key(row.id, row.meta)) for row in session.execute(query)
+            Waiting(row.id, row.job_type, dispatch_key(row.id, row.meta), row.user_id)
+            for row in session.execute(query)
         ]
 
 
@@ -135,7 +137,9 @@ class Dispatcher:
             )
             return Undispatched.FAILED
         try:
-            return await self.runs.create_generation_run(job.job_id, job.job_type, queue, job.key)
+            return await self.runs.create_generation_run(
+                job.job_id, job.job_type, queue, job.key, job.user_id
+            )
         except PrefectUnavailable as exc:
             logger.warning("job %s not dispatched yet: %s", job.job_id, exc)
             return Undispatched.AWAY

@@ -55,6 +55,7 @@ class ProgressReporter:
         job_type: str,
         interval: float = 0.25,
         heartbeat: float = WAITING_HEARTBEAT,
+        artifact: ProgressArtifact | None = None,
     ) -> None:
         self.sessions, self.job_id, self.user_id, self.job_type = sessions, job_id, user_id, job_type
         self.interval, self.heartbeat = interval, heartbeat
@@ -67,7 +68,7 @@ class ProgressReporter:
         self._closing = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._artifact = ProgressArtifact(job_id, f"{job_type} generation")
+        self._artifact = artifact or ProgressArtifact(f"{job_type} generation")
 
     def report(self, step: int, total: int) -> None:
         """Called from the device thread after each step."""

@@ -2,7 +2,8 @@
 
 A job event is `ourvidz.job.<what>` (`queued`, `processing`, `progress`, `completed`, `failed`,
 `cancelled`) about the resource `ourvidz.job.<id>`, with the owner as related resource
-`ourvidz.user.<id>` (role `owner`). A worker event is `ourvidz.worker.health`.
+`ourvidz.user.<id>` (role `owner`). A worker event is `ourvidz.worker.health`; `ourvidz.flow-run.finished`
+says a worker's run ended (about the run's `prefect.flow-run.<id>`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from typing import Any
 from prefect.events import Event, emit_event
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+from prefect.events.related import tags_as_related_resources
+
+from ourvidz.orchestration.names import OURVIDZ_TAG
 
 JOB_EVENT_PREFIX = "ourvidz.job."
 WORKER_EVENT_PREFIX = "ourvidz.worker."
+RUN_FINISHED = "ourvidz.flow-run.finished"
 FOREVER = datetime.timedelta(days=3650)  # an occurred filter's `until` defaults to now: set it far ahead
 
 
@@ -42,6 +47,16 @@ def emit_worker_health(worker_type: str, name: str, payload: dict[str, Any]) -> 
         event=f"{WORKER_EVENT_PREFIX}health",
         resource={"prefect.resource.id": f"ourvidz.worker.{worker_type}.{name}"},
         payload=payload,
+    )
+
+
+def emit_run_finished(flow_run_id: uuid.UUID, name: str, tags: list[str]) -> None:
+    """The worker's word that a run's engine returned, on the worker's clock (the crash automation
+    expects it: a run's last heartbeat may be stamped after its final state, which the server stamps)."""
+    emit_event(
+        event=RUN_FINISHED,
+        resource={"prefect.resource.id": f"prefect.flow-run.{flow_run_id}", "prefect.resource.name": name},
+        related=tags_as_related_resources(set(tags) | {OURVIDZ_TAG}),
     )
 
 

@@ -28,7 +28,8 @@ from prefect.runtime import deployment, flow_run
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Cancelling, Crashed, Scheduled, to_state_create
 
-from ourvidz.orchestration.names import deployment_name, generation_run_name
+from ourvidz.orchestration.events import emit_run_finished
+from ourvidz.orchestration.names import deployment_name, generation_run_name, generation_run_tags
 
 RUNS_PER_READ = 200  # the API answers at most this many runs per call
 
@@ -109,12 +110,14 @@ class FlowRuns:
         return self._client
 
     async def create_generation_run(
-        self, job_id: uuid.UUID, job_type: str, queue: str, idempotency_key: str
+        self, job_id: uuid.UUID, job_type: str, queue: str, idempotency_key: str, owner: uuid.UUID
     ) -> uuid.UUID:
-        """A Scheduled run of the queue's generation deployment for the job; the same key gives the same
-        run. Only the new run's id is read back: the full FlowRun model costs more CPU than the request."""
+        """A Scheduled run of the queue's generation deployment for the job, named and tagged for it; the
+        same key gives the same run. Only the new run's id is read back: the full FlowRun model costs more
+        CPU than the request."""
         body = DeploymentFlowRunCreate(
             name=generation_run_name(job_type, job_id),
+            tags=generation_run_tags(job_type, queue, owner),
             parameters={"job_id": str(job_id), "job_type": job_type},
             state=to_state_create(Scheduled()),
             idempotency_key=idempotency_key,
@@ -161,6 +164,7 @@ class FlowRuns:
             await self.client.set_flow_run_state(run_id, Crashed(message=reason), force=True)
         except PREFECT_ERRORS as exc:
             raise PrefectUnavailable(f"crashing run {run_id} failed: {exc}") from exc
+        emit_run_finished(run_id, "", [])  # its heartbeats are over: the crash automation need not act
 
     async def views(self, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, RunView]:
         """The runs Prefect has of `run_ids` (a missing id is absent from the answer)."""
@@ -214,8 +218,14 @@ class FlowRuns:
                 raise PrefectUnavailable(f"{name}: {exc}") from exc
         return names
 
-    async def rename(self, run_id: uuid.UUID, name: str) -> None:
-        await self.client.update_flow_run(run_id, name=name)
+    async def name_for_job(
+        self, run_id: uuid.UUID, job_id: uuid.UUID, job_type: str, queue: str, owner: uuid.UUID
+    ) -> None:
+        """Name and tag a run an operator started (with a prompt) after the job it made, as the
+        dispatcher names and tags the runs it creates."""
+        run = await self.client.read_flow_run(run_id)
+        tags = [*run.tags, *(t for t in generation_run_tags(job_type, queue, owner) if t not in run.tags)]
+        await self.client.update_flow_run(run_id, name=generation_run_name(job_type, job_id), tags=tags)
 
 
 def current_run_id() -> uuid.UUID | None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING, get_args
+from typing import get_args
+
+from tokenizers import Tokenizer
 
 from ourvidz.catalog import Family
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+from ourvidz.prompts.tokenizers import shipped_tokenizer
 
 FAMILIES: tuple[str, ...] = get_args(Family)
 JOINER = ", "
@@ -39,29 +38,24 @@ class Fitted:
     dropped: list[str]
 
 
-@cache
-def tokenizer_for(family: str) -> PreTrainedTokenizerBase:
-    """The (cached) tokenizer of a model family: CLIP BPE for SDXL (both encoders), UMT5 for Wan.
+TOKENIZERS = {"sdxl": "clip", "wan": "umt5"}
 
-    Imported lazily: building the CLIP tokenizer takes about a second and needs the model extras.
-    The instance is shared between threads: use it without padding or truncation, which would
-    change its settings under other callers.
-    """
-    from ourvidz.generation.tokenizers import clip_tokenizer, umt5_tokenizer
 
-    if family == "sdxl":
-        return clip_tokenizer()
-    if family == "wan":
-        return umt5_tokenizer()
-    raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+def tokenizer_for(family: str) -> Tokenizer:
+    """The (shared) tokenizer of a model family: CLIP BPE for SDXL (both encoders), UMT5 for Wan."""
+    try:
+        return shipped_tokenizer(TOKENIZERS[family])
+    except KeyError:
+        raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}") from None
 
 
 def _encode(family: str, texts: list[str]) -> list[list[int]]:
     """Content token ids of each text (no BOS/EOS/padding), in one tokenizer call."""
     if not texts:
         return []
-    ids = tokenizer_for(family)(texts, add_special_tokens=False, verbose=False)["input_ids"]
-    return [list(row) for row in ids]
+    return [
+        list(encoding.ids) for encoding in tokenizer_for(family).encode_batch(texts, add_special_tokens=False)
+    ]
 
 
 def count_tokens(text: str, family: str) -> int:

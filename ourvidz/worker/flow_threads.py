@@ -5,6 +5,10 @@ pool) for the run and again for its first tasks: about 150 ms before the flow bo
 milliseconds per task. These threads enter the client contexts once and keep them, so a run starts
 in a few tens of milliseconds. A run goes to the thread that was idle last (its connections are the
 warmest), not to the one idle longest.
+
+Runs here send heartbeats (crash recovery counts on them) every `heartbeat_seconds` unless Prefect's
+own setting (PREFECT_FLOWS_HEARTBEAT_FREQUENCY) says otherwise: a default of the worker type, so a
+worker started by `prefect worker start --type ourvidz-gpu` sends them too.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.context import AsyncClientContext, SyncClientContext
 from prefect.flow_engine import run_flow
 from prefect.flows import Flow
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
 
 
 @dataclass
@@ -31,7 +36,8 @@ class _Run:
 
 
 class FlowThreads:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, heartbeat_seconds: int) -> None:
+        self._heartbeat_seconds = heartbeat_seconds
         self._lock = threading.Lock()
         self._backlog: deque[_Run] = deque()  # runs waiting for a thread
         self._idle: list[queue.SimpleQueue[_Run | None]] = []  # inboxes of idle threads, last idle last
@@ -71,7 +77,9 @@ class FlowThreads:
         return inbox.get()
 
     def _serve_forever(self) -> None:
-        asyncio.run(self._serve())
+        heartbeat = get_current_settings().flows.heartbeat_frequency or self._heartbeat_seconds
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat}):
+            asyncio.run(self._serve())
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()

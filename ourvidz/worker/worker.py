@@ -38,6 +38,7 @@ from prefect.workers.base import BaseJobConfiguration, BaseVariables, BaseWorker
 
 from ourvidz.config import get_settings
 from ourvidz.db.session import sessions_for
+from ourvidz.orchestration.events import emit_run_finished
 from ourvidz.orchestration.names import generation_run_name
 from ourvidz.registry import leases
 from ourvidz.registry import workers as registry
@@ -52,6 +53,7 @@ from ourvidz.worker.suspension import shared_suspension_observer
 WORKER_TYPE = "ourvidz-gpu"
 RECONNECT_SECONDS = 2.0
 GENERATION_QUEUES = ("sdxl", "wan")  # what a worker serves when started without queues
+FINISHED_DELAY_SECONDS = 2.0
 
 
 class OurvidzJobConfiguration(BaseJobConfiguration):
@@ -77,12 +79,16 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
 
     def __init__(
         self,
+        work_pool_name: str,
         *args: Any,
+        name: str | None = None,
         warm_up: bool = True,
         health_port: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        # `<host>-<pool>` unless named: the UI says which machine a worker is (Prefect's default is random)
+        name = name or f"{socket.gethostname()}-{work_pool_name}"
+        super().__init__(work_pool_name, *args, name=name, **kwargs)
         self.warm_up = warm_up
         self.stats = WorkerStats()
         self._health_port = health_port if health_port is not None else get_settings().worker_health_port
@@ -98,7 +104,9 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
         settings = get_settings()
         queues = self._work_queues or set(GENERATION_QUEUES)
         self.slots = QueueSlots({queue: settings.worker_slots(queue) for queue in sorted(queues)})
-        self._flow_threads = FlowThreads(min(self._limit or self.slots.total, self.slots.total))
+        self._flow_threads = FlowThreads(
+            min(self._limit or self.slots.total, self.slots.total), settings.flow_heartbeat_seconds
+        )
 
     async def setup(self) -> None:
         await super().setup()
@@ -203,6 +211,7 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
             result = await self._execute(flow, flow_run, identifier)
         finally:
             self._release(flow_run.id)
+            self._background.start_soon(self._announce_finished, flow_run)
         if result.status_code != 0:
             await self._propose_crashed_state(flow_run, "the flow engine failed in the GPU worker")
 
@@ -225,6 +234,12 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
             )  # fmt: skip
         except Exception as exc:  # a convenience for the UI: the run goes on without it
             self._logger.warning("flow run %s not labelled: %s", flow_run.id, exc)
+
+    async def _announce_finished(self, flow_run: FlowRun) -> None:
+        """Say the run ended once its heartbeat thread is surely gone (it stops within a second of the
+        engine returning, perhaps after one last beat)."""
+        await anyio.sleep(FINISHED_DELAY_SECONDS)
+        emit_run_finished(flow_run.id, flow_run.name, list(flow_run.tags or []))
 
     def _release(self, flow_run_id: uuid.UUID) -> None:
         self._release_limit_slot(flow_run_id)

@@ -173,13 +173,14 @@ def orchestra(tmp_path_factory: pytest.TempPathFactory, orchestra_database: str)
         )  # fmt: skip
         migrate.upgrade(settings.database_url)
         stack.run_once("bootstrap", [*OURVIDZ, "bootstrap"])
+        gateway_port = free_port()  # the address of the file links on run pages
+        stack.env["OURVIDZ_PUBLIC_URL"] = f"http://127.0.0.1:{gateway_port}"
         health_port = free_port()
         worker = stack.start(
             "gpu-worker", [*OURVIDZ, "worker", "--limit", "8", "--health-port", str(health_port)]
         )
         health_url = f"http://127.0.0.1:{health_port}/health"
         wait_for_http(health_url, 300, worker)
-        gateway_port = free_port()
         gateway = stack.start("gateway", [*OURVIDZ, "api", "--port", str(gateway_port)])
         gateway_url = f"http://127.0.0.1:{gateway_port}"
         wait_for_http(f"{gateway_url}/health", 60, gateway)

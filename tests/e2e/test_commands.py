@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -145,6 +146,7 @@ def test_up_serves_restarts_dead_parts_and_stops_on_ctrl_c(tmp_path: Path) -> No
         # A job through the gateway, whose dispatcher gives it its flow run.
         job = _run_job(env, gateway)
         assert job["job"]["status"] == "completed" and job["job"]["flow_run_id"] is not None
+        _first_job_as_the_readme_shows(env, gateway)
         # The GPU worker dies mid-job: `up` restarts it, recovery requeues the job, the new worker runs it.
         client = _Client(env, gateway)
         slow = client.queue(SLOW)
@@ -193,6 +195,76 @@ def test_up_serves_restarts_dead_parts_and_stops_on_ctrl_c(tmp_path: Path) -> No
     while _port_open(port) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _port_open(port), "Ctrl-C left the Prefect server running"
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_first_job() -> list[str]:
+    """The commands of the README's "Your first job" block, continuation lines joined, without the
+    comments and `ourvidz up` (the test's stack is up)."""
+    section = README.read_text().split("## Your first job", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0].replace("\\\n", "")
+    return [line for line in block.splitlines() if line.strip() and not line.startswith(("#", "ourvidz up"))]
+
+
+def _first_job_as_the_readme_shows(env: dict[str, str], gateway: str) -> None:
+    """The README's first job, its commands run as shown (against this stack's gateway port): the
+    live updates show the job completed, and the job's status says so with its file."""
+    export, watch, queue, status = _readme_first_job()
+    assert watch.endswith("&") and "JOB_ID" in status
+    here = gateway.removeprefix("http://").replace("127.0.0.1", "localhost")
+    shell_env = {**env, "PATH": f"{Path(OURVIDZ[0]).parent}:{env.get('PATH', '')}"}
+    script = "\n".join(line.replace("localhost:8000", here) for line in (export, watch, queue, "wait"))
+    process = subprocess.Popen(
+        ["bash", "-c", script], env=shell_env, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert process.stdout is not None
+    seen: list[str] = []
+    threading.Thread(
+        target=lambda: seen.extend(iter(lambda: process.stdout.read(1), "")), daemon=True
+    ).start()  # type: ignore[union-attr]
+    try:
+        job_id = _job_id_of(seen, process)
+        _wait_for_text(
+            seen, process, lambda text: f'"{job_id}"' in text and '"completed"' in text.split(job_id, 1)[1]
+        )
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    status_line = status.replace("localhost:8000", here).replace("JOB_ID", job_id)
+    answer = subprocess.run(
+        ["bash", "-c", f"{export}\n{status_line}"], env=shell_env, capture_output=True, text=True, check=True
+    )
+    body = json.loads(answer.stdout)
+    assert body["job"]["status"] == "completed" and body["assets"], body
+
+
+def _job_id_of(seen: list[str], process: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The id in `/queue-job`'s answer, among the stream's `data:` lines."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = "".join(seen)
+        start = text.find('{"')
+        while start >= 0 and text[max(0, start - 6) : start] == "data: ":
+            start = text.find('{"', start + 1)
+        if start >= 0:
+            try:
+                answer, _ = json.JSONDecoder().raw_decode(text[start:])
+                return str(answer["job"]["id"])
+            except ValueError:
+                pass
+        assert process.poll() is None and time.monotonic() < deadline, f"no /queue-job answer: {text}"
+        time.sleep(0.2)
+
+
+def _wait_for_text(
+    seen: list[str], process: subprocess.Popen[str], found: Callable[[str], bool], timeout: float = 180
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not found("".join(seen)):
+        assert process.poll() is None and time.monotonic() < deadline, "".join(seen)
+        time.sleep(0.2)
 
 
 def _answers(url: str) -> bool:

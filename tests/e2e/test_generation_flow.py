@@ -9,7 +9,13 @@ from pathlib import Path
 
 import httpx
 from PIL import Image as PILImage
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    TaskRunFilter,
+)
 from prefect.client.schemas.objects import StateType
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.states import Cancelling
@@ -74,12 +80,14 @@ def test_a_job_of_each_queue_completes_with_files(orchestra: Orchestra) -> None:
 
 def test_progress_artifact_and_events_reach_prefect(orchestra: Orchestra) -> None:
     job_id = orchestra.submit("sdxl_image_fast", metadata=SMALL_SDXL)
-    orchestra.wait_final([job_id])
+    run = orchestra.wait_flow_run(orchestra.wait_final([job_id])[job_id])
     with orchestra.client() as client:
-        artifact = client.read_latest_artifacts(artifact_filter=None)  # type: ignore[arg-type]
-        keys = {a.key: a for a in artifact}
-        assert keys[f"job-{job_id}"].type == "progress" and float(keys[f"job-{job_id}"].data) >= 95
-        assert keys[f"job-{job_id}-outputs"].type == "table"
+        latest = client.read_latest_artifacts(artifact_filter=None)  # type: ignore[arg-type]
+        of_run = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    assert not [a for a in latest if a.key and str(job_id) in a.key]  # nothing of a job's is global
+    assert [float(a.data) for a in of_run if a.type == "progress"] == [100.0]
     names = _events(orchestra, job_id)
     assert {"ourvidz.job.processing", "ourvidz.job.progress", "ourvidz.job.completed"} <= set(names)
 
@@ -259,3 +267,40 @@ def test_wan_videos_from_a_first_frame_and_to_a_last_one_complete(orchestra: Orc
         with orchestra.sessions() as session:
             video = session.scalars(select(Video).where(Video.job_id == job_id)).one()
         assert (video.frames, video.width, video.height) == (9, 64, 64)
+
+
+def test_a_run_page_shows_the_job_its_progress_and_its_pictures(orchestra: Orchestra) -> None:
+    """What an operator sees on a job's run in the Prefect UI: named and tagged for the job from its
+    creation, a summary (prompt, owner, credits), a full progress bar, each picture and a link to each
+    file; none of them keyed (the global Artifacts list stays for what is global)."""
+    image_id = orchestra.submit(
+        "sdxl_image_fast", prompt="a quay at noon", metadata={**SMALL_SDXL, "num_images": 3}
+    )
+    video_id = orchestra.submit("video_fast", prompt="a quay at night", metadata=SMALL_VIDEO)
+    jobs = orchestra.wait_final([image_id, video_id])
+    for job in jobs.values():
+        assert job.status is JobStatus.COMPLETED
+        run = orchestra.wait_flow_run(job)
+        queue = "sdxl" if job.job_type == "sdxl_image_fast" else "wan"
+        assert run.name == f"{job.job_type}-{job.id}"
+        assert {job.job_type, f"queue:{queue}", f"owner:{orchestra.user_id}", "generation"} <= set(run.tags)
+        with orchestra.client() as client:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            )
+        assert [a.key for a in artifacts] == [None] * len(artifacts)
+        kind = "image" if job.job_type == "sdxl_image_fast" else "video"
+        pictures = [a.data for a in artifacts if a.type == "image"]
+        links = [
+            a.data for a in artifacts if a.type == "markdown" and str(a.description).startswith(f"{kind} ")
+        ]
+        assert len(pictures) == len(links) == (3 if kind == "image" else 1), artifacts
+        assert all(str(link).startswith(f"[{kind} ") for link in links)
+        (summary,) = [a.data for a in artifacts if a.description == f"{job.job_type} job"]
+        assert job.original_prompt in summary and str(orchestra.user_id) in summary
+        assert "3 credit(s)" in summary  # 3 images at 1 credit; a fast video costs 3
+        (progress,) = [a.data for a in artifacts if a.type == "progress"]
+        assert progress == 100
+        for url in pictures:  # the operator's browser opens them without a user's token
+            answer = httpx.get(url, timeout=10)
+            assert answer.status_code == 200 and answer.content[:4] in (b"\x89PNG", b"RIFF"), url

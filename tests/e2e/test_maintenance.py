@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.client.schemas.objects import State, StateType
-from prefect.states import Crashed, Running
+from prefect.states import Completed, Crashed, Running
 
 from flows.maintenance.health import check_worker_health
 from flows.maintenance.recovery import recover_jobs
 from flows.maintenance.report import ARTIFACT_KEY as REPORT_KEY
 from flows.maintenance.report import daily_usage_report
+from flows.maintenance.retention import prune_runs
+from ourvidz.config import get_settings
 from ourvidz.db.models import Job, WorkerHealth
 from ourvidz.db.types import utcnow
 from ourvidz.job_status import JobStatus
@@ -28,6 +37,7 @@ from ourvidz.orchestration.names import deployment_name
 from ourvidz.registry.workers import CHAT, register
 from tests.e2e.conftest import Orchestra
 from tests.peers import FakeChatWorker
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("as_orchestra")
 SMALL = {"width": 64, "height": 64, "steps": 2}
@@ -132,3 +142,52 @@ def test_the_daily_report_counts_todays_jobs(orchestra: Orchestra) -> None:
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_KEY]))
         )
     assert artifacts and "sdxl_image_fast" in str(artifacts[-1].data)
+
+
+def _ended_run(orchestra: Orchestra, deployment: str, final: bool = True) -> uuid.UUID:
+    """A run of `deployment` that ended (or is still running), with an artifact on it."""
+    with orchestra.client() as client:
+        found = client.read_deployment_by_name(deployment)
+        run = client.create_flow_run_from_deployment(found.id, parameters={}, state=Running())
+        if final:
+            client.set_flow_run_state(run.id, Completed(), force=True)
+        client.create_artifact(ArtifactCreate(flow_run_id=run.id, type="markdown", data="a report"))
+    return run.id
+
+
+def _runs_left(orchestra: Orchestra, run_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    with orchestra.client() as client:
+        return {
+            r.id
+            for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=run_ids)))
+        }
+
+
+def test_retention_deletes_ended_runs_past_their_kind_s_retention_with_their_artifacts(
+    orchestra: Orchestra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maintenance = [_ended_run(orchestra, "refresh-prompt-cache/refresh-prompt-cache") for _ in range(3)]
+    running = _ended_run(orchestra, "refresh-prompt-cache/refresh-prompt-cache", final=False)
+    generation = _ended_run(orchestra, deployment_name("sdxl"))
+    everything = [*maintenance, running, generation]
+    assert asyncio.run(prune_runs())["maintenance runs"] == 0  # younger than a day: kept
+    assert _runs_left(orchestra, everything) == set(everything)
+
+    monkeypatch.setenv("OURVIDZ_MAINTENANCE_RUN_RETENTION_HOURS", str(1 / 3600))  # a second
+    get_settings.cache_clear()
+    with orchestra.client() as client:
+        ended = max(client.read_flow_run(run_id).end_time for run_id in maintenance)
+    wait_until(lambda: datetime.now(UTC) - ended > timedelta(seconds=1.5), 10, "the runs to be a second old")
+    counts = asyncio.run(prune_runs())
+    assert counts["maintenance runs"] >= 3 and counts["maintenance artifacts"] >= 3
+    assert counts["generation runs"] == 0  # 30 days
+    assert _runs_left(orchestra, everything) == {running, generation}  # a running one is never pruned
+    with orchestra.client() as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=maintenance))
+        )
+    assert artifacts == []
+    with orchestra.client() as client:
+        client.set_flow_run_state(
+            running, Completed(), force=True
+        )  # what is left ends; the next run takes it

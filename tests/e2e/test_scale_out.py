@@ -17,14 +17,27 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 import sqlalchemy as sa
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy.orm import Session, sessionmaker
 
+from deployments.automations import CRASH_SILENT_RUNS
 from ourvidz.auth import mint_token
 from ourvidz.config import Settings
 from ourvidz.db import migrate
@@ -254,3 +267,53 @@ def test_a_worker_killed_mid_job_loses_nothing(scale_out: ScaleOut) -> None:
     while not sum(scale_out.status(survivor)["finished"].values()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert sum(scale_out.status(survivor)["finished"].values()) >= 1
+
+
+OBSERVED_RUNS = {"deliver-webhooks": 3, "check-worker-health": 2, "recover-jobs": 2}  # each schedule's
+WINDOW_SECONDS = 2 * 30 + 15  # the no-heartbeat automation's window (2 x heartbeat), and its evaluation
+
+
+def test_a_fleet_at_work_fails_no_automation_action(scale_out: ScaleOut) -> None:
+    """After the jobs above, a worker killed mid-job and several periods of each maintenance schedule,
+    the crash automations never failed an action (`Run is already in terminal state`: runs that ended,
+    or that the leases crashed first) and the no-heartbeat one never fired: every run of ours that
+    ended said so, and the killed worker's run was crashed by its lease."""
+    api = scale_out.stack.env["PREFECT_API_URL"]
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+
+        def ended(flow: str) -> int:
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
+                ),
+            )
+            return len(runs)
+
+        wait_until(
+            lambda: all(ended(flow) >= count for flow, count in OBSERVED_RUNS.items()),
+            timeout=300,
+            what=f"maintenance runs: {OBSERVED_RUNS}",
+        )
+        observed_until = time.monotonic() + WINDOW_SECONDS  # the windows of the runs so far close
+        while True:
+            noise = client.read_events(
+                EventFilter(
+                    event=EventNameFilter(
+                        name=["prefect.automation.action.failed", "prefect.automation.triggered"]
+                    ),
+                    occurred=EventOccurredFilter(since=datetime.now(UTC) - timedelta(hours=1)),
+                ),
+                limit=50,
+            ).events
+            silent_fired = [
+                e
+                for e in noise
+                if e.event == "prefect.automation.triggered"
+                and CRASH_SILENT_RUNS in str(e.resource.get("prefect.resource.name"))
+            ]
+            failed = [e for e in noise if e.event == "prefect.automation.action.failed"]
+            assert failed == [] and silent_fired == [], [(e.event, e.resource, e.payload) for e in noise]
+            if time.monotonic() > observed_until:
+                break
+            time.sleep(1)

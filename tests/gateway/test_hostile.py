@@ -186,3 +186,21 @@ def test_realtime_sockets_are_let_go_when_their_clients_leave(gateway: Gateway) 
         for socket in sockets:
             socket.close()
         wait_until(lambda: hub.subscribers == 0, timeout=30, what="every closed socket let go")
+
+
+def test_keys_and_signatures_that_are_not_ascii_are_refused_not_a_500(gateway: Gateway) -> None:
+    """A header byte outside ASCII (latin-1 on the wire) in a service key, a callback's bearer key or
+    a legacy signature: refused with the error body like any wrong one."""
+    odd = "clé".encode("latin-1")
+    answers = [
+        httpx.get(f"{gateway.url}/metrics", headers={"x-service-key": odd}, timeout=10),
+        httpx.post(f"{gateway.url}/job-callback", content=b"{}", headers={"authorization": b"Bearer " + odd}),
+        httpx.post(
+            f"{gateway.url}/job-callback",
+            content=b"{}",
+            headers={"x-ourvidz-timestamp": str(int(time.time())).encode(), "x-ourvidz-signature": odd},
+        ),
+    ]
+    for answer in answers:
+        assert answer.status_code in (401, 403), (answer.request.url, answer.status_code, answer.text)
+        assert set(answer.json()) == {"error", "code", "details", "timestamp"}

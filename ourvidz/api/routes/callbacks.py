@@ -85,7 +85,7 @@ def _check_legacy(gw: Gateway, request: Request, body: bytes) -> None:
     if not stamp or not signature:
         raise ApiError(401, "UNAUTHORIZED", f"{TIMESTAMP_HEADER} and {SIGNATURE_HEADER} are required")
     _check_fresh(gw, stamp)
-    if not hmac.compare_digest(sign_callback(_secret(gw), int(stamp), body), signature):
+    if not hmac.compare_digest(sign_callback(_secret(gw), int(stamp), body).encode(), signature.encode()):
         raise ApiError(401, "INVALID_SIGNATURE", "the callback signature does not match")
     logger.info("job-callback signed with the deprecated %s header", SIGNATURE_HEADER)
     _check_first_time(gw, signature)
@@ -105,7 +105,11 @@ def _holds_service_key(gw: Gateway, request: Request) -> bool:
     """The seed's workers: `Authorization: Bearer <service key>` (or our `x-service-key` header)."""
     key = gw.settings.service_key
     token = bearer_token(request)
-    if key is not None and token is not None and hmac.compare_digest(token, key.get_secret_value()):
+    if (
+        key is not None
+        and token is not None
+        and hmac.compare_digest(token.encode(), key.get_secret_value().encode())
+    ):
         return True
     return has_service_key(request, gw)
 

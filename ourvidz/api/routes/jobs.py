@@ -8,11 +8,20 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
-from ourvidz.api.deps import Gateway, GatewayDep, User, owned_job, with_granted_roles
-from ourvidz.api.errors import not_found
+from ourvidz.api.deps import (
+    BearerScheme,
+    Gateway,
+    GatewayDep,
+    User,
+    bearer_token,
+    owned_job,
+    principal_from_token,
+    with_granted_roles,
+)
+from ourvidz.api.errors import ApiError, not_found
 from ourvidz.api.schemas.jobs import (
     AssetOut,
     CancelResponse,
@@ -27,6 +36,7 @@ from ourvidz.catalog import get_job_type
 from ourvidz.jobs.cancel import cancel_job
 from ourvidz.jobs.create import accept_job
 from ourvidz.jobs.view import stored_files
+from ourvidz.links import link_opens
 from ourvidz.storage import InvalidStorageKey
 
 router = APIRouter(tags=["jobs"])
@@ -106,11 +116,24 @@ async def cancel(job_id: uuid.UUID, user: User, gw: GatewayDep) -> CancelRespons
 
 
 @router.get("/files/{bucket}/{key:path}", responses=ERRORS, response_class=Response)
-def download(bucket: str, key: str, user: User, gw: GatewayDep) -> Response:
-    """A generated file, for its owner (keys start with the owner's id) or an admin."""
-    owner = key.split("/", 1)[0]
-    if owner != str(user.user_id) and not with_granted_roles(gw, user).is_admin:
-        raise not_found("file")
+def download(
+    bucket: str,
+    key: str,
+    request: Request,
+    gw: GatewayDep,
+    _bearer: BearerScheme,
+    token: Annotated[str | None, Query(description="A file link's token, instead of a user's.")] = None,
+) -> Response:
+    """A generated file, for its owner (keys start with the owner's id) or an admin; or for whoever
+    follows a link to it that the gateway signed (the pictures on a job's run page in the Prefect UI)."""
+    if token is not None:
+        if not link_opens(gw.settings, token, bucket, key):
+            raise ApiError(401, "INVALID_TOKEN", "the file link is invalid or expired")
+    else:
+        user = principal_from_token(gw, bearer_token(request))
+        owner = key.split("/", 1)[0]
+        if owner != str(user.user_id) and not with_granted_roles(gw, user).is_admin:
+            raise not_found("file")
     try:
         path = gw.storage.path(bucket, key)
         if not gw.storage.exists(bucket, key):

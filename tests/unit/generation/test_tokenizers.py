@@ -6,6 +6,7 @@ from transformers import CLIPTokenizer, T5Tokenizer
 
 from ourvidz.generation.runtime import GenerationRuntime
 from ourvidz.generation.tokenizers import clip_tokenizer, umt5_tokenizer
+from ourvidz.prompts.tokenizers import shipped_tokenizer
 
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]
 
@@ -37,3 +38,23 @@ def test_umt5_shaped_tokenizer(runtime: GenerationRuntime) -> None:
         assert len(ids) == 6  # whole words, not letters
         assert tokenizer.model_max_length == 512
     assert pipe.text_encoder.config.vocab_size == len(pipe.tokenizer)
+
+
+TEXTS = [
+    "a photo of a cat", "A Lighthouse at dusk, café; 15yo? no!!  émoji 🙂", "it's what they'd've done",
+    "portrait, 85mm, f/1.8 — bokeh", "x" * 300, "", "zorblax  quux\tflim\nflam",
+]  # fmt: skip
+
+
+def test_the_shipped_tokenizer_files_are_the_transformers_tokenizers() -> None:
+    """The gateway counts tokens with the shipped files (no transformers, no torch); the tiny pipelines
+    use transformers tokenizers built from the same vocabulary: the same ids, with and without
+    BOS/EOS, and the same decoding."""
+    for name, tokenizer in (("clip", clip_tokenizer()), ("umt5", umt5_tokenizer())):
+        shipped = shipped_tokenizer(name)
+        for text in TEXTS:
+            assert shipped.encode(text).ids == tokenizer(text).input_ids, (name, text)
+            ids = shipped.encode(text, add_special_tokens=False).ids
+            assert ids == tokenizer(text, add_special_tokens=False).input_ids, (name, text)
+            decoded = tokenizer.decode(ids, skip_special_tokens=True)
+            assert shipped.decode(ids).strip() == decoded.strip(), (name, text)  # CLIP's ends in a space
