@@ -1,5 +1,7 @@
 """Time of the content gate per prompt: the lexical layer alone (the baseline) against lexical +
 semantic, in the same run, over the development set's prompts (tests/unit/data/content_devset.jsonl).
+The semantic layer runs its model in numpy (what a gateway runs); where sentence-transformers is
+installed, the same model through it (torch) is timed too, as the second baseline.
 
     python bench/content_gate.py [--rounds 5] [--out bench/results/content-gate-<machine>-<date>.json]
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from ourvidz.policy import ContentPolicy, ContentTier
 from ourvidz.policy.lexical import scan
+from ourvidz.policy.semantic import Encoder, _model_folder, _SentenceTransformersModel
 
 DEVSET = Path(__file__).parent.parent / "tests" / "unit" / "data" / "content_devset.jsonl"
 
@@ -42,7 +45,10 @@ def main() -> None:
     vocabulary = policy._snapshot.vocabulary
     for text, requested in cases:  # warm-up
         policy.classify(text, requested)
+    torch_policy = _torch_policy()
     times: dict[str, list[float]] = {"lexical": [], "lexical+semantic": []}
+    if torch_policy is not None:
+        times["lexical+semantic (torch)"] = []
     for _ in range(args.rounds):
         for text, requested in cases:
             t0 = time.perf_counter()
@@ -52,6 +58,9 @@ def main() -> None:
             t2 = time.perf_counter()
             times["lexical"].append((t1 - t0) * 1000)
             times["lexical+semantic"].append((t2 - t1) * 1000)
+            if torch_policy is not None:
+                torch_policy.classify(text, requested)
+                times["lexical+semantic (torch)"].append((time.perf_counter() - t2) * 1000)
     longest = ("a quiet lighthouse by the sea at dawn, " * 52)[
         :1990
     ] + " zorblax"  # the longest prompt allowed
@@ -77,6 +86,19 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def _torch_policy() -> ContentPolicy | None:
+    """The same gate with the model run by sentence-transformers on torch, or None without it."""
+    try:
+        model = _SentenceTransformersModel(_model_folder(None))
+    except ImportError:
+        return None
+    policy = ContentPolicy(None)
+    policy.semantic_layer().encoder = Encoder(model, "sentence-transformers")
+    for text in ("warm-up, zorblax", "a lighthouse, zorblax"):
+        policy.classify(text)
+    return policy
 
 
 if __name__ == "__main__":

