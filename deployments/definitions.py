@@ -89,8 +89,8 @@ def maintenance_flows(settings: Settings) -> tuple[MaintenanceFlow, ...]:
         MaintenanceFlow(
             "flows.maintenance.retention.prune_runs",
             "prune-old-runs",
-            "Delete ended flow runs past their retention (maintenance: a day, generation: 30 days), hourly.",
-            interval_seconds=3600,
+            "Delete ended runs past their retention (maintenance 24 h, generation 30 d), hourly by default",
+            interval_seconds=60 * settings.prune_interval_minutes,
         ),
         MaintenanceFlow(
             "flows.enhancement.batch.enhance_prompts",

@@ -194,6 +194,12 @@ class Settings(BaseSettings):
     generation_run_retention_days: float = Field(
         30.0, gt=0, description="How long ended generation flow runs are kept in Prefect (the jobs stay)."
     )
+    prune_interval_minutes: int = Field(
+        60,
+        ge=1,
+        le=1440,
+        description="How often the prune-runs flow deletes the ended runs past their retention.",
+    )
     usage_report_hour: int = Field(
         0, ge=0, le=23, description="Hour of the day (UTC) at which the daily usage report runs."
     )

@@ -6,8 +6,13 @@ OURVIDZ_GENERATION_RUN_RETENTION_DAYS go, with their logs and artifacts (`ourvid
 from __future__ import annotations
 
 from prefect import flow
+from prefect.events import emit_event
 
 from tasks.maintenance import prune
+
+PRUNED = (
+    "ourvidz.runs.pruned"  # what each run deleted (events outlive the runs: bench/retention.py sums them)
+)
 
 
 @flow(name="prune-runs", log_prints=True)
@@ -15,4 +20,5 @@ async def prune_runs() -> dict[str, int]:
     """Delete old ended flow runs; returns how many runs and artifacts of each kind went."""
     counts = await prune()
     print(", ".join(f"{name}: {count}" for name, count in counts.items()))
+    emit_event(PRUNED, resource={"prefect.resource.id": "ourvidz.retention"}, payload=counts)
     return counts

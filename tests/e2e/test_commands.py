@@ -37,22 +37,26 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _pid(*command: str) -> int:
-    """The one running process whose command line contains `command`."""
+def _pid(data_dir: Path, *command: str) -> int:
+    """The one running process of the stack on `data_dir` whose command line contains `command` (other
+    stacks may run on the machine: a benchmark, another test run)."""
     found = []
+    marker = f"OURVIDZ_DATA_DIR={data_dir}".encode()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes().decode(errors="replace").split("\0")
+            if all(part in args for part in command) and marker in cmdline.with_name(
+                "environ"
+            ).read_bytes().split(b"\0"):
+                found.append(int(cmdline.parent.name))
         except OSError:  # gone meanwhile
             continue
-        if all(part in args for part in command):
-            found.append(int(cmdline.parent.name))
     assert len(found) == 1, f"{command}: {found}"
     return found[0]
 
 
-def _niceness(*command: str) -> int:
-    return os.getpriority(os.PRIO_PROCESS, _pid(*command))
+def _niceness(data_dir: Path, *command: str) -> int:
+    return os.getpriority(os.PRIO_PROCESS, _pid(data_dir, *command))
 
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
@@ -140,9 +144,9 @@ def test_up_serves_restarts_dead_parts_and_stops_on_ctrl_c(tmp_path: Path) -> No
         assert httpx.get(worker_url.group(1), timeout=5).json()["work_pool"] == "gpu"
         # The gateway's answers come before flow-run creation (OURVIDZ_BACKGROUND_NICE, default 10).
         own = os.getpriority(os.PRIO_PROCESS, 0)
-        assert _niceness("prefect", "server", "--port", str(port)) == min(own + 10, 19)
+        assert _niceness(tmp_path, "prefect", "server", "--port", str(port)) == min(own + 10, 19)
         gateway_port = gateway.rsplit(":", 1)[1]
-        assert _niceness("ourvidz", "api", "--port", gateway_port) == own
+        assert _niceness(tmp_path, "ourvidz", "api", "--port", gateway_port) == own
         # A job through the gateway, whose dispatcher gives it its flow run.
         job = _run_job(env, gateway)
         assert job["job"]["status"] == "completed" and job["job"]["flow_run_id"] is not None
@@ -153,7 +157,11 @@ def test_up_serves_restarts_dead_parts_and_stops_on_ctrl_c(tmp_path: Path) -> No
         _wait_for(lambda: client.job(slow)["progress"] > 0, 180, "the slow job's progress", process)
         assert client.job(slow)["job"]["status"] == "processing"
         worker_pid = _pid(
-            "ourvidz", "worker", "--health-port", worker_url.group(1).rsplit(":", 1)[1].split("/")[0]
+            tmp_path,
+            "ourvidz",
+            "worker",
+            "--health-port",
+            worker_url.group(1).rsplit(":", 1)[1].split("/")[0],
         )
         os.kill(worker_pid, signal.SIGKILL)
         _wait_for(
@@ -164,7 +172,7 @@ def test_up_serves_restarts_dead_parts_and_stops_on_ctrl_c(tmp_path: Path) -> No
         assert done["job"]["status"] == "completed", done
         # The gateway dies, with its dispatcher: jobs recorded meanwhile (as a gateway that only records
         # would) are dispatched as soon as it is back.
-        os.kill(_pid("ourvidz", "api", "--port", gateway_port), signal.SIGKILL)
+        os.kill(_pid(tmp_path, "ourvidz", "api", "--port", gateway_port), signal.SIGKILL)
         sessions = sessions_for(f"sqlite:///{tmp_path / 'ourvidz.db'}")
         request = JobRequest(
             user_id=client.user_id, job_type="sdxl_image_fast", prompt="a dock", metadata=SMALL
@@ -177,7 +185,7 @@ def test_up_serves_restarts_dead_parts_and_stops_on_ctrl_c(tmp_path: Path) -> No
         _wait_for(lambda: _all_dispatched(sessions, recorded), 5, "flow runs of the jobs recorded", process)
         assert "gateway exited with code -9; restarting in 1 s" in "".join(lines)
         # The maintenance worker dies: restarted, and the jobs complete meanwhile.
-        os.kill(_pid("ourvidz", "worker", "--pool", "maintenance", "--no-warm-up"), signal.SIGKILL)
+        os.kill(_pid(tmp_path, "ourvidz", "worker", "--pool", "maintenance", "--no-warm-up"), signal.SIGKILL)
         _wait_for(
             lambda: "maintenance-worker restarted (restart 1)" in "".join(lines), 60, "its restart", process
         )

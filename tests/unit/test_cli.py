@@ -64,6 +64,10 @@ def test_db_upgrade_creates_the_schema(database_url: str) -> None:
     assert "prompt templates added: none" in again.stdout  # an operator's edits are never replaced
     current = run("db", "current", env={"OURVIDZ_DATABASE_URL": database_url})
     assert f"current: {head}  head: {head}" in current.stdout
+    back = run(
+        "db", "downgrade", "--", "-1", env={"OURVIDZ_DATABASE_URL": database_url}
+    )  # as the README says
+    assert back.returncode == 0 and "database at revision" in back.stdout and head not in back.stdout, back
     down = run("db", "downgrade", "base", env={"OURVIDZ_DATABASE_URL": database_url})
     assert down.returncode == 0 and "database at revision None" in down.stdout
 
