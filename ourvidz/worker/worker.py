@@ -211,7 +211,7 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
             result = await self._execute(flow, flow_run, identifier)
         finally:
             self._release(flow_run.id)
-            self._background.start_soon(self._announce_finished, flow_run)
+            self._finished(flow_run)
         if result.status_code != 0:
             await self._propose_crashed_state(flow_run, "the flow engine failed in the GPU worker")
 
@@ -234,6 +234,12 @@ class OurvidzWorker(BaseWorker[OurvidzJobConfiguration, OurvidzVariables, Ourvid
             )  # fmt: skip
         except Exception as exc:  # a convenience for the UI: the run goes on without it
             self._logger.warning("flow run %s not labelled: %s", flow_run.id, exc)
+
+    def _finished(self, flow_run: FlowRun) -> None:
+        try:
+            self._background.start_soon(self._announce_finished, flow_run)  # type: ignore[union-attr]
+        except (AttributeError, RuntimeError):  # the worker is stopping: its loops are gone, say it now
+            emit_run_finished(flow_run.id, flow_run.name, list(flow_run.tags or []))
 
     async def _announce_finished(self, flow_run: FlowRun) -> None:
         """Say the run ended once its heartbeat thread is surely gone (it stops within a second of the
