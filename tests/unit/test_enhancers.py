@@ -68,10 +68,11 @@ def test_a_failing_chat_worker_falls_back_to_rules(worker: FakeChatWorker, break
 
 
 def test_a_slow_chat_worker_is_not_waited_for(worker: FakeChatWorker) -> None:
-    worker.delay = 2.0
+    worker.delay = 10.0
     started = time.perf_counter()
     result = enhance(PROMPT, SDXL, Enhancers(ChatWorker(worker.url, egress=PEERS_ALLOWED), timeout=0.3))
-    assert result.strategy == FALLBACK_STRATEGY and time.perf_counter() - started < 1.5
+    assert result.strategy == FALLBACK_STRATEGY
+    assert time.perf_counter() - started < 5, "gave up at its timeout, not when the worker answered"
 
 
 def test_an_unreachable_chat_worker_falls_back(worker: FakeChatWorker) -> None:

@@ -12,7 +12,6 @@ import itertools
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -415,7 +414,9 @@ def test_get_policy_is_cached_per_directory(operator_dir: Path) -> None:
     assert get_policy(operator_dir).detect_tier("glimmerwock") is E
 
 
-def test_a_few_hundred_terms_are_checked_well_under_a_millisecond(tmp_path: Path) -> None:
+def test_a_few_hundred_operator_terms_are_all_matched(tmp_path: Path) -> None:
+    """A large operator vocabulary still matches every term and spares a long benign prompt (its speed is
+    measured in bench/content_gate.py, not here)."""
     syllables = ["zib", "quo", "fen", "dra", "mok", "tuv", "pli", "gor"]
     words = ["".join(parts) for parts in itertools.product(syllables, repeat=3)]  # 512 made-up words
     root = tmp_path / "vocabularies"
@@ -430,15 +431,7 @@ def test_a_few_hundred_terms_are_checked_well_under_a_millisecond(tmp_path: Path
         "a quiet fishing village in the distance with small boats and warm lamps in the windows"
     )
     assert policy.detect_tier(prompt) is A
+    assert policy.detect_tier(prompt + " sooo quiet, a villlage") is A  # the squeezing path, still benign
     assert policy.detect_tier(prompt + " z.i.b.q.u.o.f.e.n") is E
-    runs = 200
-    for text in (prompt, prompt + " sooo quiet, a villlage"):  # the second also takes the squeezing path
-        best = min(_time(policy, text, runs) for _ in range(5))
-        assert best / runs < 0.001
-
-
-def _time(policy: ContentPolicy, prompt: str, runs: int) -> float:
-    start = time.perf_counter()
-    for _ in range(runs):
-        policy.classify(prompt)
-    return time.perf_counter() - start
+    assert all(policy.detect_tier(f"{prompt} {word}") is E for word in words[:250])
+    assert all(policy.detect_tier(f"{prompt} {phrase}") is U for phrase in phrases)
